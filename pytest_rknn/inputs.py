@@ -1,0 +1,251 @@
+"""Input sources and preprocessing: the arrays that every backend gets, sample by sample.
+
+Arrays keep the layout the spec declares (`nhwc` images stay NHWC, as an app on the
+board would feed them); each 4-D input carries its layout so the NPU gets the matching
+`data_format` and the reference converts explicitly to the ONNX model's NCHW.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import SpecError
+from .onnx_model import ModelInfo, TensorInfo
+from .spec import FileInput, ImageInput, InputSource, RandomInput, Spec
+
+
+@dataclass
+class InputSet:
+    names: List[str]  # model input order
+    layouts: List[Optional[str]]  # 'nchw' / 'nhwc' for 4-D inputs, None for the rest
+    samples: List[List[np.ndarray]]  # [sample][input]
+    labels: List[str]  # one per sample, for messages
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for name, layout in zip(self.names, self.layouts):
+            h.update(f"{name}:{layout};".encode())
+        for sample in self.samples:
+            for array in sample:
+                h.update(f"{array.dtype}{array.shape}".encode())
+                h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()
+
+
+@dataclass
+class _Samples:
+    arrays: List[np.ndarray]
+    labels: List[str]
+    layout: Optional[str]
+
+
+def prepare_inputs(spec: Spec, model: ModelInfo) -> InputSet:
+    known = [t.name for t in model.inputs]
+    for name in spec.inputs:
+        if name not in known:
+            raise SpecError(spec.path, f"inputs.{name}", f"the model has no input '{name}'",
+                            f"its inputs are: {', '.join(known)}")
+    presets = spec.convert.dynamic_input
+    if presets is not None:
+        _check_presets(spec, model, presets)
+    per_input = []
+    for index, tensor in enumerate(model.inputs):
+        source = spec.inputs.get(tensor.name) or RandomInput()
+        field_name = f"inputs.{tensor.name}"
+        if isinstance(source, RandomInput):
+            samples = _random_samples(spec, field_name, tensor, index, source, presets)
+        elif isinstance(source, ImageInput):
+            samples = _image_samples(spec, field_name, tensor, source)
+        else:
+            samples = _file_samples(spec, field_name, tensor, source)
+        for array in samples.arrays:
+            _check_shape(spec, field_name, tensor, array, samples.layout, presets, index)
+        per_input.append(samples)
+    return _zip_samples(spec, model, per_input)
+
+
+def _check_presets(spec: Spec, model: ModelInfo, presets) -> None:
+    for set_index, shapes in enumerate(presets):
+        if len(shapes) != len(model.inputs):
+            raise SpecError(spec.path, f"convert.dynamic_input[{set_index}]",
+                            f"gives {len(shapes)} shapes but the model has {len(model.inputs)} inputs",
+                            "give one shape per model input in every preset set")
+        for tensor, shape in zip(model.inputs, shapes):
+            if not _shape_matches(tensor.shape, shape):
+                raise SpecError(spec.path, f"convert.dynamic_input[{set_index}]",
+                                f"shape {list(shape)} does not fit input '{tensor.name}' {tensor.shape_text()}")
+
+
+def _shape_matches(model_shape, shape) -> bool:
+    return len(model_shape) == len(shape) and all(
+        not isinstance(m, int) or m == s for m, s in zip(model_shape, shape))
+
+
+def _random_samples(spec, field_name, tensor: TensorInfo, index, source: RandomInput, presets) -> _Samples:
+    dtype = np.dtype(source.dtype or tensor.dtype)
+    if source.shape is not None:
+        shapes = [tuple(source.shape)]
+    elif tensor.is_static:
+        shapes = [tuple(tensor.shape)]
+    elif presets is not None:
+        shapes = [tuple(preset[index]) for preset in presets]
+    else:
+        raise SpecError(spec.path, field_name, f"the model input '{tensor.name}' has a dynamic shape {tensor.shape_text()}",
+                        "give `shape:` for this input or `convert.dynamic_input` presets")
+    low, high = source.random
+    if (source.random == (0.0, 1.0)) and dtype.kind in "iu":
+        high = 100.0 if dtype.kind == "i" else 255.0  # unset range on integer inputs
+    rng = np.random.default_rng(source.seed)
+    arrays, labels = [], []
+    for shape in shapes:
+        for i in range(source.count):
+            if dtype.kind in "iu":
+                array = rng.integers(int(low), int(high), size=shape, endpoint=True).astype(dtype)
+            elif dtype.kind == "b":
+                array = rng.integers(0, 1, size=shape, endpoint=True).astype(bool)
+            else:
+                array = rng.uniform(low, high, size=shape).astype(dtype)
+            arrays.append(array)
+            shape_text = "x".join(str(d) for d in shape)
+            labels.append(f"random {shape_text} #{i}" if len(shapes) > 1 else f"random #{i}")
+    layout = source.layout or ("nchw" if len(shapes[0]) == 4 else None)
+    return _Samples(arrays, labels, layout)
+
+
+def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput) -> _Samples:
+    from PIL import Image, UnidentifiedImageError
+
+    paths = expand_paths(spec, f"{field_name}.images", source.images)
+    if source.limit:
+        paths = paths[: source.limit]
+    if len(tensor.shape) != 4:
+        raise SpecError(spec.path, field_name, f"images need a 4-D model input, '{tensor.name}' is {tensor.shape_text()}",
+                        "use `file:` or `random:` for this input")
+    size = source.size or source.letterbox
+    if size is None:
+        height, width = tensor.shape[2], tensor.shape[3]
+        if not (isinstance(height, int) and isinstance(width, int)):
+            raise SpecError(spec.path, field_name, f"the model input '{tensor.name}' has no fixed height and width",
+                            "give `size: [H, W]` or `letterbox: N`")
+        size = (height, width)
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise SpecError(spec.path, f"{field_name}.images", f"cannot read image {path}: {exc}",
+                            "remove it or fix the glob") from None
+        pixels = _letterbox(rgb, size, source.pad) if source.letterbox else np.asarray(
+            rgb.resize((size[1], size[0]), Image.BILINEAR))
+        if source.color == "bgr":
+            pixels = pixels[..., ::-1]
+        if source.layout == "nchw":
+            pixels = pixels.transpose(2, 0, 1)
+        arrays.append(np.ascontiguousarray(pixels[None]).astype(source.dtype))
+    return _Samples(arrays, [Path(p).name for p in paths], source.layout)
+
+
+def _letterbox(image, size: Tuple[int, int], pad: int) -> np.ndarray:
+    """Scale to fit (height, width) keeping the aspect ratio; pad the rest, centred."""
+    from PIL import Image
+
+    height, width = size
+    scale = min(height / image.height, width / image.width)
+    new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    canvas = Image.new("RGB", (width, height), (pad, pad, pad))
+    canvas.paste(image.resize((new_w, new_h), Image.BILINEAR), ((width - new_w) // 2, (height - new_h) // 2))
+    return np.asarray(canvas)
+
+
+def _file_samples(spec, field_name, tensor: TensorInfo, source: FileInput) -> _Samples:
+    path = spec.resolve(source.file)
+    if not path.is_file():
+        raise SpecError(spec.path, f"{field_name}.file", f"file not found: {path}",
+                        "paths in a spec are relative to the spec file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SpecError(spec.path, f"{field_name}.file", f"cannot read {path} as .npy/.npz: {exc}") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        key = source.key or tensor.name
+        if key not in loaded.files:
+            raise SpecError(spec.path, f"{field_name}.key", f"{path.name} has no array '{key}'",
+                            f"its arrays are: {', '.join(loaded.files)}")
+        array = loaded[key]
+    else:
+        array = loaded
+    dtype = np.dtype(source.dtype or tensor.dtype)
+    rank = len(tensor.shape)
+    if array.ndim == rank + 1:
+        arrays = [np.ascontiguousarray(a).astype(dtype) for a in array]
+    elif array.ndim == rank:
+        arrays = [array.astype(dtype)]
+    else:
+        raise SpecError(spec.path, f"{field_name}.file",
+                        f"{path.name} holds shape {array.shape}, the model input '{tensor.name}' is {tensor.shape_text()}",
+                        "store one sample with the input's shape, or N samples stacked on a new first axis")
+    layout = source.layout or ("nchw" if rank == 4 else None)
+    return _Samples(arrays, [f"{path.name}[{i}]" for i in range(len(arrays))], layout)
+
+
+def expand_paths(spec: Spec, field_name: str, patterns) -> List[str]:
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    paths: List[str] = []
+    for pattern in patterns:
+        full = str(spec.resolve(pattern)) if not Path(pattern).is_absolute() else pattern
+        matches = sorted(glob.glob(full))
+        if not matches:
+            raise SpecError(spec.path, field_name, f"no files match '{pattern}' (looked in {spec.base_dir})",
+                            "paths in a spec are relative to the spec file")
+        paths.extend(matches)
+    return paths
+
+
+def _expected_shape(tensor: TensorInfo, layout: Optional[str]) -> Sequence:
+    shape = tensor.shape
+    if layout == "nhwc" and len(shape) == 4:
+        return (shape[0], shape[2], shape[3], shape[1])
+    return shape
+
+
+def _check_shape(spec, field_name, tensor: TensorInfo, array: np.ndarray, layout, presets, index) -> None:
+    expected = _expected_shape(tensor, layout)
+    if not _shape_matches(expected, array.shape):
+        hint = "resize the data or set `size:`/`letterbox:`" if layout == "nhwc" else "give data of the model's shape"
+        raise SpecError(spec.path, field_name,
+                        f"gives shape {tuple(array.shape)} ({layout or 'as is'}) but the model input '{tensor.name}' "
+                        f"is {tensor.shape_text()} (nchw)" if layout else
+                        f"gives shape {tuple(array.shape)} but the model input '{tensor.name}' is {tensor.shape_text()}",
+                        hint)
+    if presets is not None and not tensor.is_static:
+        model_order = array.shape if layout != "nhwc" else (array.shape[0], array.shape[3], *array.shape[1:3])
+        if not any(list(model_order) == list(preset[index]) for preset in presets):
+            raise SpecError(spec.path, field_name, f"shape {tuple(model_order)} is not one of the convert.dynamic_input presets",
+                            "add it to the presets or change the data")
+
+
+def _zip_samples(spec: Spec, model: ModelInfo, per_input: List[_Samples]) -> InputSet:
+    counts = {len(s.arrays) for s in per_input}
+    count = max(counts)
+    if counts - {1, count}:
+        detail = ", ".join(f"'{t.name}' gives {len(s.arrays)}" for t, s in zip(model.inputs, per_input))
+        raise SpecError(spec.path, "inputs", f"the inputs give different numbers of samples ({detail})",
+                        "give every input the same number of samples, or one that is shared")
+    samples, labels = [], []
+    for i in range(count):
+        picked = [s.arrays[i if len(s.arrays) > 1 else 0] for s in per_input]
+        names = [s.labels[i if len(s.labels) > 1 else 0] for s in per_input]
+        samples.append(picked)
+        labels.append(" + ".join(dict.fromkeys(names)))
+    layouts = [s.layout if len(t.shape) == 4 else None for t, s in zip(model.inputs, per_input)]
+    return InputSet([t.name for t in model.inputs], layouts, samples, labels)

@@ -1,0 +1,83 @@
+"""Command-line options and their ini twins, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import pytest
+
+from .toolkit.envs import DEFAULT_VERSION, default_cache_dir
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str  # --rknn-toolkit; the ini twin is rknn_toolkit
+    help: str
+    default: Any = None
+    kind: Callable = str
+    is_flag: bool = False
+    metavar: Optional[str] = None
+
+    @property
+    def ini(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"{text} is not a positive number")
+    return value
+
+
+OPTIONS = [
+    Option("--rknn-toolkit", f"rknn-toolkit2 versions to test, comma separated; VERSION=/path/to/python uses an "
+                             f"existing environment (default: {DEFAULT_VERSION})", DEFAULT_VERSION,
+           metavar="VERSIONS"),
+    Option("--rknn-toolkit-cache", "where provisioned toolkit environments are kept "
+                                   "(default: $XDG_CACHE_HOME/pytest-rknn)", None, metavar="DIR"),
+    Option("--rknn-torch-index", "index URL or wheel folder for the CPU torch that the toolkit needs "
+                                 "(default: a local wheel from pip's find-links, else PyTorch's CPU index)",
+           None, metavar="URL_OR_DIR"),
+    Option("--rknn-timeout", "seconds one build+simulate job may take before it is killed (default: 600)",
+           600.0, _positive_float, metavar="SECONDS"),
+    Option("--rknn-toolkit-verbose", "run the toolkit with verbose=True (its log goes to each job's log.txt)",
+           False, is_flag=True),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rknn", "RKNN model checks (pytest-rknn)")
+    for option in OPTIONS:
+        if option.is_flag:
+            group.addoption(option.flag, action="store_true", default=None, help=option.help)
+            parser.addini(option.ini, option.help, type="bool", default=option.default)
+        else:
+            group.addoption(option.flag, default=None, metavar=option.metavar, help=option.help)
+            parser.addini(option.ini, option.help, default=None)
+
+
+def get_option(config: pytest.Config, flag: str):
+    """The command line wins over the ini file, the ini file over the default."""
+    option = next(o for o in OPTIONS if o.flag == flag)
+    value = config.getoption(option.ini)
+    source = flag
+    if value is None:
+        value = config.getini(option.ini)
+        source = f"ini option {option.ini}"
+        if option.is_flag:
+            return bool(value)
+    if value is None or value == "":
+        return option.default
+    try:
+        return option.kind(value)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
+
+
+def cache_dir(config: pytest.Config):
+    from pathlib import Path
+
+    value = get_option(config, "--rknn-toolkit-cache")
+    return Path(value).expanduser() if value else default_cache_dir()

@@ -1,0 +1,212 @@
+"""Runs a spec for one toolkit version and backend: inputs, reference, worker, metrics, checks.
+
+The reference runs once per spec (per distinct per-version spec), the worker once per
+(spec, version); both are cached for the session so every backend compares the same arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .checks import evaluate
+from .errors import ACCURACY, BUILD, SPEC, RknnError, SpecError
+from .inputs import InputSet, expand_paths, prepare_inputs
+from .metrics import compare_outputs
+from .onnx_model import ModelInfo, read_model_info
+from .reference import run_reference
+from .result import RunResult
+from .spec import QuantizeSpec, Spec, load_spec, spec_from_dict
+from .toolkit import client
+from .toolkit.envs import Provisioner, ToolkitRequest
+
+SIM = "sim"
+
+
+@dataclass
+class Prepared:
+    """What every backend of one spec shares."""
+
+    model: ModelInfo
+    inputs: InputSet
+    reference: List[List[np.ndarray]]
+    seconds: float
+
+
+@dataclass
+class Simulated:
+    job_dir: Path
+    result: dict
+    outputs: List[Optional[List[np.ndarray]]]
+    log_lines: List[str]
+
+
+class RknnRunner:
+    def __init__(self, provisioner: Provisioner, toolkits: List[ToolkitRequest],
+                 work_root: Union[Path, Callable[[], Path]], timeout: float = 600.0, toolkit_verbose: bool = False):
+        self.provisioner = provisioner
+        self.toolkits = {t.version: t for t in toolkits}
+        self._work_root = work_root
+        self.timeout = timeout
+        self.toolkit_verbose = toolkit_verbose
+        self._prepared: Dict[Tuple[str, str], Union[Prepared, RknnError]] = {}
+        self._simulated: Dict[Tuple[str, str, str], Union[Simulated, RknnError]] = {}
+
+    @property
+    def work_root(self) -> Path:
+        """Made on first use (a callable defers pytest's temporary directory until it is needed)."""
+        if callable(self._work_root):
+            self._work_root = Path(self._work_root())
+        return self._work_root
+
+    @property
+    def versions(self) -> List[str]:
+        return list(self.toolkits)
+
+    # ------------------------------------------------------------ public
+
+    def run(self, spec: Union[Spec, str, Path, dict], version: Optional[str] = None, backend: str = SIM) -> RunResult:
+        """Run one (spec, version, backend) and return its result; never raises for a failed item."""
+        if isinstance(spec, dict):
+            spec = spec_from_dict(spec)
+        elif not isinstance(spec, Spec):
+            spec = load_spec(spec)
+        version = version or self.versions[0]
+        result = RunResult(spec=spec.name, version=version, backend=backend)
+        try:
+            spec_v = spec.for_version(version)
+            prepared = self.prepare(spec_v)
+            result.timings["reference"] = prepared.seconds
+            simulated = self.simulate(spec_v, prepared, version)
+            result.log_path = simulated.job_dir / "log.txt"
+            result.rknn_path = simulated.job_dir / simulated.result["rknn"]
+            result.rknn_sha256 = simulated.result["rknn_sha256"]
+            result.toolkit_version = simulated.result["toolkit_version"]
+            result.timings.update(simulated.result["timings"])
+            self._judge(result, spec_v, prepared, simulated)
+        except RknnError as exc:
+            result.failure_class = exc.failure_class
+            result.message = exc.message
+            result.log_tail = exc.log_tail
+        return result
+
+    # ------------------------------------------------------------ stages
+
+    def prepare(self, spec: Spec) -> Prepared:
+        key = (str(spec.path), spec.config_hash())
+        if key not in self._prepared:
+            self._prepared[key] = _cached_call(lambda: self._prepare(spec))
+        return _unwrap(self._prepared[key])
+
+    def _prepare(self, spec: Spec) -> Prepared:
+        started = time.monotonic()
+        try:
+            model = read_model_info(spec.model_path)
+        except Exception as exc:  # onnx raises DecodeError and friends for a file that is not a model
+            raise SpecError(spec.path, "model", f"{spec.model_path.name} is not a readable ONNX model: "
+                                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                            "point `model:` at an .onnx file") from None
+        inputs = prepare_inputs(spec, model)
+        reference = run_reference(spec, model, inputs)
+        return Prepared(model, inputs, reference, time.monotonic() - started)
+
+    def simulate(self, spec: Spec, prepared: Prepared, version: str) -> Simulated:
+        key = (str(spec.path), spec.config_hash(), version)
+        if key not in self._simulated:
+            self._simulated[key] = _cached_call(lambda: self._simulate(spec, prepared, version))
+        return _unwrap(self._simulated[key])
+
+    def _simulate(self, spec: Spec, prepared: Prepared, version: str) -> Simulated:
+        request = self.toolkits.get(version) or ToolkitRequest(version)
+        python = self.provisioner.python_for(request)
+        job_dir = self.work_root / f"{spec.name}-{spec.config_hash()[:8]}" / version
+        job_dir.mkdir(parents=True, exist_ok=True)
+        job = {
+            "model": str(spec.model_path),
+            "target": spec.target,
+            "config": spec.convert.config_kwargs(),
+            "quantize": isinstance(spec.convert.quantize, QuantizeSpec),
+            "dataset": write_dataset(spec, prepared.model, job_dir),
+            "rknn_name": f"{spec.name}.rknn",
+            "verbose": self.toolkit_verbose,
+        }
+        client.write_job(job_dir, job, prepared.inputs)
+        what = f"{spec.name} with rknn-toolkit2 {version}"
+        result = client.run_worker(python, job_dir, spec.timeout or self.timeout, what)
+        if result["status"] == "SPEC":
+            raise SpecError(spec.path, result["field"], result["message"])
+        outputs = client.read_outputs(job_dir, len(prepared.inputs), result.get("failed_samples", []))
+        return Simulated(job_dir, result, outputs, client.read_log(job_dir))
+
+    def _judge(self, result: RunResult, spec: Spec, prepared: Prepared, simulated: Simulated) -> None:
+        names = [t.name for t in prepared.model.outputs]
+        labels = prepared.inputs.labels
+        result.outputs = compare_outputs(names, prepared.reference, simulated.outputs, labels)
+        failed = [s for s, outs in enumerate(simulated.outputs) if outs is None]
+        if failed:
+            errors = client.error_lines(simulated.log_lines)
+            detail = "; ".join(errors) if errors else "the toolkit logged no error line"
+            raise RknnError(BUILD, f"inference() returned None for {len(failed)} of {len(labels)} samples "
+                                   f"(first: sample {failed[0]}, {labels[failed[0]]}): {detail}",
+                            client.log_tail(simulated.log_lines))
+        result.failures = evaluate(spec, result.outputs)
+        if result.failures:
+            more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+            result.failure_class = ACCURACY
+            result.message = result.failures[0] + more
+
+
+def _cached_call(fn):
+    """Call fn; cache an RknnError too, so a spec that fails fails every item fast and the same way."""
+    try:
+        return fn()
+    except RknnError as exc:
+        return exc
+
+
+def _unwrap(value):
+    if isinstance(value, RknnError):
+        raise value
+    return value
+
+
+def write_dataset(spec: Spec, model: ModelInfo, job_dir: Path) -> Optional[str]:
+    """The calibration list as the toolkit wants it: one sample a line, absolute paths,
+    several space-separated paths for a multi-input model."""
+    quantize = spec.convert.quantize
+    if not isinstance(quantize, QuantizeSpec):
+        return None
+    dataset = quantize.dataset
+    if isinstance(dataset, dict):
+        names = [t.name for t in model.inputs]
+        for name in dataset:
+            if name not in names:
+                raise SpecError(spec.path, f"convert.quantize.dataset.{name}", f"the model has no input '{name}'",
+                                f"its inputs are: {', '.join(names)}")
+        missing = [n for n in names if n not in dataset]
+        if missing:
+            raise SpecError(spec.path, "convert.quantize.dataset", f"no calibration data for input '{missing[0]}'",
+                            "give a glob or list for every model input")
+        columns = [expand_paths(spec, f"convert.quantize.dataset.{n}", dataset[n]) for n in names]
+        if len({len(c) for c in columns}) != 1:
+            counts = ", ".join(f"'{n}' {len(c)}" for n, c in zip(names, columns))
+            raise SpecError(spec.path, "convert.quantize.dataset", f"inputs have different numbers of files ({counts})",
+                            "give every input the same number of calibration files")
+        rows = [list(row) for row in zip(*columns)]
+    else:
+        if len(model.inputs) > 1:
+            raise SpecError(spec.path, "convert.quantize.dataset", "the model has several inputs",
+                            "give one glob or list per input: `dataset: {input_name: 'calib/*.npy', ...}`")
+        rows = [[p] for p in expand_paths(spec, "convert.quantize.dataset", dataset)]
+    for row in rows:
+        for path in row:
+            if " " in path:
+                raise SpecError(spec.path, "convert.quantize.dataset", f"the toolkit cannot read a path with a space: "
+                                                                       f"{path}", "rename the file or its folder")
+    path = job_dir / "dataset.txt"
+    path.write_text("".join(" ".join(row) + "\n" for row in rows))
+    return str(path)

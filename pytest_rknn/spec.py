@@ -1,0 +1,351 @@
+"""The model spec (`*.rknn.yaml`): schema, validation messages, per-version overrides.
+
+A spec names the file and field in every error, says what is wrong and how to fix it.
+Paths in a spec are relative to the spec file.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SpecError
+
+SPEC_SUFFIX = ".rknn.yaml"
+DEFAULT_TARGET = "rk3588"
+DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
+Dtype = Literal["uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bool"]
+Layout = Literal["nchw", "nhwc"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _pair(value):
+    """`640` -> [640, 640]; `[480, 640]` stays (height, width)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    return value
+
+
+# ---------------------------------------------------------------- inputs
+
+
+class FileInput(_Strict):
+    """`{file: x.npy}` or `{file: data.npz, key: x}`: one sample, or N stacked on a new first axis."""
+
+    file: str
+    key: Optional[str] = None
+    layout: Optional[Layout] = None
+    dtype: Optional[Dtype] = None
+
+
+class ImageInput(_Strict):
+    """`{images: val/*.jpg, letterbox: 640, color: rgb, layout: nhwc}`: one sample per image."""
+
+    images: Union[str, List[str]]
+    size: Optional[Tuple[int, int]] = None
+    letterbox: Optional[Tuple[int, int]] = None
+    pad: int = Field(114, ge=0, le=255)
+    color: Literal["rgb", "bgr"] = "rgb"
+    layout: Layout = "nhwc"
+    dtype: Literal["uint8", "float32"] = "uint8"
+    limit: Optional[int] = Field(None, ge=1)
+
+    _pairs = field_validator("size", "letterbox", mode="before")(_pair)
+
+
+class RandomInput(_Strict):
+    """`{random: [0, 255], seed: 0, count: 2, dtype: float32, shape: [1, 3, 32, 32]}`."""
+
+    random: Tuple[float, float] = (0.0, 1.0)
+    seed: int = 0
+    count: int = Field(1, ge=1)
+    dtype: Optional[Dtype] = None
+    shape: Optional[List[int]] = None
+    layout: Optional[Layout] = None
+
+    @field_validator("random", mode="before")
+    @classmethod
+    def _default_range(cls, value):
+        return (0.0, 1.0) if value is True or value is None else value
+
+
+INPUT_KINDS = {"file": FileInput, "images": ImageInput, "random": RandomInput}
+InputSource = Union[FileInput, ImageInput, RandomInput]
+
+
+# ---------------------------------------------------------------- convert
+
+
+class QuantizeSpec(_Strict):
+    """Calibration for an int8 build: a glob, a list, or one glob/list per input."""
+
+    dataset: Union[str, List[str], Dict[str, Union[str, List[str]]]]
+
+
+class ConvertSpec(BaseModel):
+    """Keys for `rknn.config` plus `quantize`. Keys not named here are passed to
+    `rknn.config` as they are; the worker checks them against the installed
+    toolkit's signature, so a misspelt key is an error there."""
+
+    model_config = ConfigDict(extra="allow")
+
+    mean_values: Optional[List[List[float]]] = None
+    std_values: Optional[List[List[float]]] = None
+    quantize: Union[bool, QuantizeSpec] = False
+    quantized_algorithm: Optional[Literal["normal", "mmse", "kl_divergence"]] = None
+    quantized_method: Optional[Literal["channel", "layer"]] = None
+    optimization_level: Optional[int] = Field(None, ge=0, le=3)
+    op_target: Optional[Dict[str, str]] = None
+    dynamic_input: Optional[List[List[List[int]]]] = None
+
+    @field_validator("mean_values", "std_values", mode="before")
+    @classmethod
+    def _one_list_per_input(cls, value):
+        # `[0, 0, 0]` is the common single-input shorthand for `[[0, 0, 0]]`.
+        if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+            return [value]
+        return value
+
+    def config_kwargs(self) -> Dict[str, Any]:
+        """The arguments for `rknn.config`, without our own `quantize`."""
+        kwargs = self.model_dump(exclude={"quantize"}, exclude_none=True)
+        return kwargs
+
+
+# ---------------------------------------------------------------- checks
+
+
+class CosineCheck(_Strict):
+    min: float = Field(0.99, ge=-1.0, le=1.0)
+    outputs: Dict[str, float] = {}
+
+
+class MaxAbsCheck(_Strict):
+    max: float = Field(..., ge=0.0)
+    outputs: Dict[str, float] = {}
+
+
+def _threshold_shorthand(key):
+    def expand(value):
+        return {key: value} if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    return expand
+
+
+class ChecksSpec(_Strict):
+    cosine: CosineCheck = CosineCheck()
+    max_abs: Optional[MaxAbsCheck] = None
+
+    _cos = field_validator("cosine", mode="before")(_threshold_shorthand("min"))
+    _abs = field_validator("max_abs", mode="before")(_threshold_shorthand("max"))
+
+
+class ReferenceSpec(_Strict):
+    # The NPU applies convert.mean_values/std_values to its input; the ONNX model
+    # gets the same normalisation unless the model normalises its input itself.
+    apply_mean_std: bool = True
+
+
+class SpecModel(_Strict):
+    model: str
+    target: str = DEFAULT_TARGET
+    inputs: Dict[str, Dict[str, Any]] = {}
+    convert: ConvertSpec = ConvertSpec()
+    checks: ChecksSpec = ChecksSpec()
+    reference: ReferenceSpec = ReferenceSpec()
+    timeout: Optional[float] = Field(None, gt=0)
+    versions: Dict[str, Dict[str, Any]] = {}
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _version_keys_are_strings(cls, value):
+        # YAML reads `2.5: {...}` as a float; users mean the version string.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+
+# ---------------------------------------------------------------- the loaded spec
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec, paths resolved, for one toolkit version (or the base)."""
+
+    name: str
+    path: Path  # the spec file (or a pseudo path for specs made in Python)
+    base_dir: Path
+    model_path: Path
+    target: str
+    inputs: Dict[str, InputSource]
+    convert: ConvertSpec
+    checks: ChecksSpec
+    reference: ReferenceSpec
+    timeout: Optional[float]
+    raw: Dict[str, Any] = field(repr=False)
+    version: Optional[str] = None
+
+    def for_version(self, version: str) -> "Spec":
+        """This spec with `versions[version]` merged over it."""
+        overrides = self.raw.get("versions", {}).get(version)
+        if not overrides:
+            return _replace_version(self, version)
+        merged = _deep_merge({k: v for k, v in self.raw.items() if k != "versions"}, overrides)
+        spec = _build(merged, self.path, self.base_dir, self.name, where=f"versions.{version}.")
+        return _replace_version(spec, version)
+
+    def resolve(self, relative: str) -> Path:
+        return (self.base_dir / relative).resolve()
+
+    def config_hash(self) -> str:
+        """Hash of everything that decides the build and the check, for caching and baselines."""
+        body = {k: v for k, v in self.raw.items() if k != "versions"}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _replace_version(spec: Spec, version: str) -> Spec:
+    from dataclasses import replace
+
+    return replace(spec, version=version)
+
+
+def spec_name(path: Path) -> str:
+    name = path.name
+    return name[: -len(SPEC_SUFFIX)] if name.endswith(SPEC_SUFFIX) else path.stem
+
+
+def load_spec(path) -> Spec:
+    """Read and validate a `*.rknn.yaml` file."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(path, "", f"cannot read the spec: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(path, where, f"not valid YAML: {problem}", "fix the YAML syntax") from None
+    return spec_from_dict(data, path=path)
+
+
+def spec_from_dict(data, path=None, base_dir=None, name=None) -> Spec:
+    """Validate a spec given as a Python dict (the same keys as the YAML file)."""
+    path = Path(path).resolve() if path else Path("<python spec>")
+    if base_dir is None:
+        base_dir = path.parent if path.name != "<python spec>" else Path.cwd()
+    if name is None:
+        name = spec_name(path) if path.name != "<python spec>" else Path(str(data.get("model", "spec"))).stem
+    if not isinstance(data, dict):
+        raise SpecError(path, "", "the spec must be a mapping with at least a `model:` key", "see the README's spec reference")
+    spec = _build(data, path, Path(base_dir).resolve(), name, where="")
+    for version, overrides in spec.raw.get("versions", {}).items():
+        if not isinstance(overrides, dict):
+            raise SpecError(path, f"versions.{version}", "must be a mapping of spec keys to override")
+        spec.for_version(version)  # validate every override up front
+    return spec
+
+
+def _build(data: Dict[str, Any], path: Path, base_dir: Path, name: str, where: str) -> Spec:
+    try:
+        model = SpecModel.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(path, exc, SpecModel, where) from None
+    inputs = {}
+    for input_name, raw in model.inputs.items():
+        inputs[input_name] = _input_source(path, input_name, raw, where)
+    _check_quantize(path, model.convert, where)
+    model_path = (base_dir / model.model).resolve()
+    if not model_path.is_file():
+        raise SpecError(path, f"{where}model", f"model file not found: {model_path}",
+                        "paths in a spec are relative to the spec file")
+    return Spec(
+        name=name,
+        path=path,
+        base_dir=base_dir,
+        model_path=model_path,
+        target=model.target,
+        inputs=inputs,
+        convert=model.convert,
+        checks=model.checks,
+        reference=model.reference,
+        timeout=model.timeout,
+        raw=copy.deepcopy(data),
+    )
+
+
+def _input_source(path: Path, input_name: str, raw: Dict[str, Any], where: str) -> InputSource:
+    field_name = f"{where}inputs.{input_name}"
+    kinds = [k for k in INPUT_KINDS if k in raw]
+    if len(kinds) != 1:
+        found = f"found {', '.join(kinds)}" if kinds else "found none"
+        raise SpecError(path, field_name, f"needs exactly one of `file`, `images`, `random` ({found})",
+                        "for example `{random: [0, 1]}` or `{images: 'val/*.jpg'}`")
+    cls = INPUT_KINDS[kinds[0]]
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise _spec_error(path, exc, cls, field_name + ".") from None
+
+
+def _check_quantize(path: Path, convert: ConvertSpec, where: str) -> None:
+    if convert.quantize is True:
+        raise SpecError(path, f"{where}convert.quantize", "an int8 build needs a calibration dataset",
+                        "write `quantize: {dataset: 'calib/*.png'}`, or `quantize: false` for a float build")
+
+
+def _spec_error(path: Path, exc: ValidationError, model_cls, prefix: str) -> SpecError:
+    errors = exc.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    field_name = prefix + ".".join(loc)
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(model_cls, first["loc"][:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        fix = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}"
+        return SpecError(path, field_name, f"unknown key{more}", fix)
+    if first["type"] == "missing":
+        return SpecError(path, field_name, f"required key is missing{more}", "add it")
+    value = first.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) or len(repr(value)) < 60 else type(value).__name__
+    return SpecError(path, field_name, f"{first['msg']}, got {shown}{more}")
+
+
+def _known_keys(model_cls, loc) -> List[str]:
+    """Field names of the model that `loc` points into."""
+    cls = model_cls
+    for part in loc:
+        info = getattr(cls, "model_fields", {}).get(part)
+        if info is None:
+            break
+        annotation = info.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        cls = nested[0]
+    return sorted(getattr(cls, "model_fields", {}))
+
+
+def _deep_merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
