@@ -6,7 +6,7 @@ import math
 from typing import List, Sequence
 
 from .errors import SpecError
-from .result import OutputMetrics
+from .result import OutputMetrics, format_cosine
 from .spec import Spec
 
 
@@ -17,10 +17,6 @@ def _check_output_names(spec: Spec, outputs: Sequence[OutputMetrics]) -> None:
             if name not in names:
                 raise SpecError(spec.path, f"checks.{check_name}.outputs.{name}", f"the model has no output '{name}'",
                                 f"its outputs are: {', '.join(names)}")
-
-
-def _fmt(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.6f}"
 
 
 def evaluate(spec: Spec, outputs: Sequence[OutputMetrics]) -> List[str]:
@@ -42,10 +38,10 @@ def evaluate(spec: Spec, outputs: Sequence[OutputMetrics]) -> List[str]:
         minimum = spec.checks.cosine.outputs.get(m.name, spec.checks.cosine.min)
         if not (m.worst_cosine >= minimum):  # also true for NaN
             why = " (undefined: an all-zero side)" if math.isnan(m.worst_cosine) else ""
-            failures.append(f"{where} sample {m.worst_sample} ({m.worst_label}): cosine {_fmt(m.worst_cosine)} "
+            failures.append(f"{where} sample {m.worst_sample} ({m.worst_label}): cosine {format_cosine(m.worst_cosine)} "
                             f"< min {minimum}{why}")
         if spec.checks.max_abs is not None:
             limit = spec.checks.max_abs.outputs.get(m.name, spec.checks.max_abs.max)
             if not (m.max_abs <= limit):
-                failures.append(f"{where}: max abs error {_fmt(m.max_abs)} > max {limit}")
+                failures.append(f"{where}: max abs error {m.max_abs:.6g} > max {limit}")
     return failures

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Dict, List
 
-from .result import RunResult
+from .result import RunResult, format_cosine
 
 
 def summary_row(result: RunResult) -> Dict:
@@ -25,14 +24,10 @@ def _cosine_text(cosines: Dict[str, float]) -> str:
     if not cosines:
         return "-"
     if len(cosines) == 1:
-        return _number(next(iter(cosines.values())))
-    return "  ".join(f"{name} {_number(value)}" for name, value in cosines.items())
+        return format_cosine(next(iter(cosines.values())))
+    return "  ".join(f"{name} {format_cosine(value)}" for name, value in cosines.items())
 
 
-def _number(value: float) -> str:
-    if value is None or math.isnan(value):
-        return "nan"
-    return f"{math.floor(value * 1e6) / 1e6:.6f}"  # floored: 0.9999996 must not show as 1.000000
 
 
 def summary_table(rows: List[Dict]) -> List[str]:

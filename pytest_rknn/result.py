@@ -31,6 +31,13 @@ class OutputMetrics:
         return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
+def format_cosine(value: Optional[float]) -> str:
+    """Six decimals, floored: a cosine of 0.9999996 must not read 1.000000, nor 0.9899996 read 0.990000."""
+    if value is None or math.isnan(value):
+        return "nan"
+    return f"{math.floor(value * 1e6) / 1e6:.6f}"
+
+
 def _json_number(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)

@@ -1,0 +1,106 @@
+"""Input sources: the arrays every backend gets, and SPEC errors that say how to fix the data."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pytest_rknn.errors import SpecError
+from pytest_rknn.inputs import prepare_inputs
+from pytest_rknn.onnx_model import read_model_info
+from pytest_rknn.spec import load_spec
+
+from conftest import IMAGES, write_spec
+
+
+def inputs_of(folder, text, model="cnn.onnx"):
+    spec = load_spec(write_spec(folder, "m", f"model: {model}\n" + text))
+    return prepare_inputs(spec, read_model_info(spec.model_path))
+
+
+def test_images_are_resized_to_the_model_input_and_stay_nhwc_uint8(workdir):
+    inputs = inputs_of(workdir, f"inputs:\n  images: {{images: '{IMAGES}/*.png', limit: 3}}\n")
+    assert len(inputs) == 3 and inputs.layouts == ["nhwc"]
+    array = inputs.samples[0][0]
+    assert array.shape == (1, 32, 32, 3) and array.dtype == np.uint8
+    assert inputs.labels[:2] == ["img_00.png", "img_01.png"]
+
+
+def test_nchw_bgr_float_images(workdir):
+    rgb = inputs_of(workdir, f"inputs:\n  images: {{images: '{IMAGES}/img_00.png', layout: nchw, dtype: float32}}\n")
+    bgr = inputs_of(workdir, f"inputs:\n  images: {{images: '{IMAGES}/img_00.png', layout: nchw, color: bgr}}\n")
+    a, b = rgb.samples[0][0], bgr.samples[0][0]
+    assert a.shape == (1, 3, 32, 32) and a.dtype == np.float32 and rgb.layouts == ["nchw"]
+    np.testing.assert_array_equal(a[:, ::-1].astype(np.uint8), b)
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_pads(tmp_path, workdir):
+    Image.new("RGB", (64, 32), (200, 10, 10)).save(tmp_path / "wide.png")
+    inputs = inputs_of(workdir, f"inputs:\n  images: {{images: '{tmp_path}/wide.png', letterbox: 32, pad: 114}}\n")
+    array = inputs.samples[0][0][0]
+    assert array.shape == (32, 32, 3)
+    assert tuple(array[0, 0]) == (114, 114, 114)  # padding above the 32x16 picture
+    assert tuple(array[16, 16]) == (200, 10, 10)
+
+
+def test_random_inputs_are_seeded_and_ranged(workdir):
+    text = "inputs:\n  images: {random: [0, 255], count: 2, seed: 7}\n"
+    first, again = inputs_of(workdir, text), inputs_of(workdir, text)
+    assert len(first) == 2
+    np.testing.assert_array_equal(first.samples[1][0], again.samples[1][0])
+    assert first.samples[0][0].min() >= 0 and first.samples[0][0].max() < 255
+    assert not np.array_equal(first.samples[0][0], first.samples[1][0])
+
+
+def test_multi_input_models_get_their_own_dtypes(workdir):
+    inputs = inputs_of(workdir, "", model="two_input.onnx")
+    keypoints, descriptors = inputs.samples[0]
+    assert keypoints.dtype == np.int64 and keypoints.shape == (1, 64, 2)
+    assert descriptors.dtype == np.float32 and descriptors.shape == (1, 64, 256)
+    assert inputs.layouts == [None, None]
+
+
+def test_files_hold_one_sample_or_a_stack(workdir):
+    np.save(workdir / "one.npy", np.ones((1, 3, 32, 32), np.float32))
+    np.savez(workdir / "many.npz", images=np.zeros((4, 1, 3, 32, 32), np.float64))
+    assert len(inputs_of(workdir, "inputs:\n  images: {file: one.npy}\n")) == 1
+    many = inputs_of(workdir, "inputs:\n  images: {file: many.npz}\n")
+    assert len(many) == 4 and many.samples[3][0].dtype == np.float32  # cast to the model's dtype
+
+
+def test_every_dynamic_preset_gets_samples(workdir):
+    inputs = inputs_of(workdir, "convert: {dynamic_input: [[[1,3,32,32]], [[1,3,48,48]], [[1,3,64,64]]]}\n",
+                       model="dynamic.onnx")
+    assert [s[0].shape for s in inputs.samples] == [(1, 3, 32, 32), (1, 3, 48, 48), (1, 3, 64, 64)]
+    assert inputs.labels[1] == "random 1x3x48x48 #0"
+
+
+@pytest.mark.parametrize("text, field, words", [
+    ("inputs:\n  image: {random: [0, 1]}\n", "inputs.image", "its inputs are: images"),
+    ("inputs:\n  images: {random: [0, 1], shape: [1, 3, 30, 30]}\n", "inputs.images", "(1, 3, 32, 32)"),
+    ("inputs:\n  images: {images: 'nothing/*.jpg'}\n", "inputs.images.images", "no files match 'nothing/*.jpg'"),
+    ("inputs:\n  images: {file: missing.npy}\n", "inputs.images.file", "file not found"),
+])
+def test_input_mistakes_are_spec_errors(workdir, text, field, words):
+    with pytest.raises(SpecError) as info:
+        inputs_of(workdir, text)
+    assert info.value.field == field and words in info.value.message
+
+
+def test_a_file_of_the_wrong_shape_names_both_shapes(workdir):
+    np.save(workdir / "bad.npy", np.ones((3, 32, 32), np.float32))
+    with pytest.raises(SpecError) as info:
+        inputs_of(workdir, "inputs:\n  images: {file: bad.npy}\n")
+    assert "(3, 32, 32)" in info.value.message and "(1, 3, 32, 32)" in info.value.message
+
+
+def test_a_dynamic_input_without_shapes_asks_for_presets(workdir):
+    with pytest.raises(SpecError) as info:
+        inputs_of(workdir, "", model="dynamic.onnx")
+    assert "dynamic_input" in info.value.message
+
+
+def test_inputs_with_different_sample_counts_are_refused(workdir):
+    with pytest.raises(SpecError) as info:
+        inputs_of(workdir, "inputs:\n  keypoints: {random: [0, 9], count: 2}\n  descriptors: {random: [0, 1], count: 3}\n",
+                  model="two_input.onnx")
+    assert "'keypoints' gives 2, 'descriptors' gives 3" in info.value.message

@@ -1,0 +1,85 @@
+"""Metrics and checks: cosine in float64 per sample, NaN never passes, messages carry the numbers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_rknn.checks import evaluate
+from pytest_rknn.errors import SpecError
+from pytest_rknn.metrics import compare_output, compare_outputs, cosine
+from pytest_rknn.spec import spec_from_dict
+
+RNG = np.random.default_rng(0)
+REF = [RNG.standard_normal((1, 10)).astype(np.float32) for _ in range(3)]
+LABELS = ["a.png", "b.png", "c.png"]
+
+
+def spec(workdir, checks):
+    return spec_from_dict({"model": "cnn.onnx", "checks": checks}, base_dir=workdir)
+
+
+def test_cosine_is_float64_and_undefined_for_all_zeros():
+    a = np.array([1e-20, 2e-20], np.float32)
+    assert cosine(a, a) == pytest.approx(1.0)
+    assert math.isnan(cosine(np.zeros(4), np.ones(4)))
+
+
+def test_the_worst_sample_is_found_and_named():
+    got = [REF[0], REF[1] + RNG.standard_normal((1, 10)).astype(np.float32), REF[2]]
+    metrics = compare_output("logits", REF, got, LABELS)
+    assert metrics.worst_sample == 1 and metrics.worst_label == "b.png"
+    assert metrics.worst_cosine == pytest.approx(cosine(got[1], REF[1]))
+    assert metrics.cosines[0] == pytest.approx(1.0)
+    assert metrics.max_abs == pytest.approx(float(np.abs(got[1] - REF[1]).max()), rel=1e-6)
+
+
+def test_a_too_strict_threshold_fails_with_output_sample_value_and_threshold(workdir):
+    got = [r * 0.9 + 0.05 for r in REF]
+    metrics = compare_outputs(["logits"], [[r] for r in REF], [[g] for g in got], LABELS)
+    worst = metrics[0]
+    failures = evaluate(spec(workdir, {"cosine": {"min": 0.9999999}}), metrics)
+    assert failures == [f"output 'logits' sample {worst.worst_sample} ({worst.worst_label}): cosine "
+                        f"{math.floor(worst.worst_cosine * 1e6) / 1e6:.6f} < min 0.9999999"]
+    assert evaluate(spec(workdir, {"cosine": {"min": 0.9, "outputs": {"logits": 0.95}}}), metrics) == []
+
+
+def test_an_all_zero_output_fails_even_a_lenient_threshold(workdir):
+    metrics = compare_outputs(["logits"], [[r] for r in REF], [[np.zeros_like(r)] for r in REF], LABELS)
+    failures = evaluate(spec(workdir, {"cosine": {"min": -1.0}}), metrics)
+    assert len(failures) == 1 and "cosine nan" in failures[0] and "all-zero" in failures[0]
+    assert "the RKNN output is all zeros" in metrics[0].notes[0]
+
+
+def test_nan_in_the_output_fails_before_cosine_unless_the_reference_has_it_too(workdir):
+    broken = [r.copy() for r in REF]
+    broken[2][0, 3] = np.nan
+    metrics = compare_outputs(["logits"], [[r] for r in REF], [[b] for b in broken], LABELS)
+    assert evaluate(spec(workdir, {}), metrics) == ["output 'logits' sample 2: 1 NaN/Inf values where the "
+                                                    "reference is finite"]
+    both = compare_outputs(["logits"], [[b] for b in broken], [[b] for b in broken], LABELS)
+    assert both[0].ref_nonfinite == 1 and evaluate(spec(workdir, {}), both) == []
+
+
+def test_shape_mismatch_and_missing_outputs_fail(workdir):
+    wrong = compare_outputs(["logits"], [[r] for r in REF], [[r.reshape(2, 5)] for r in REF], LABELS)
+    assert "shape (2, 5) does not match the reference (1, 10)" in evaluate(spec(workdir, {}), wrong)[0]
+    squeezed = compare_outputs(["logits"], [[r] for r in REF], [[r.reshape(10)] for r in REF], LABELS)
+    assert evaluate(spec(workdir, {}), squeezed) == []  # a dropped size-1 axis is the same data
+    missing = compare_outputs(["logits"], [[r] for r in REF], [[r] for r in REF[:2]] + [None], LABELS)
+    assert evaluate(spec(workdir, {}), missing) == ["output 'logits': no output for 1 of 3 samples"]
+
+
+def test_max_abs_is_optional_and_per_output(workdir):
+    got = [r + 0.25 for r in REF]
+    metrics = compare_outputs(["logits"], [[r] for r in REF], [[g] for g in got], LABELS)
+    assert evaluate(spec(workdir, {"cosine": -1}), metrics) == []
+    failures = evaluate(spec(workdir, {"cosine": -1, "max_abs": 0.1}), metrics)
+    assert failures == ["output 'logits': max abs error 0.25 > max 0.1"]
+
+
+def test_a_threshold_for_an_unknown_output_is_a_spec_error(workdir):
+    metrics = compare_outputs(["logits"], [[r] for r in REF], [[r] for r in REF], LABELS)
+    with pytest.raises(SpecError) as info:
+        evaluate(spec(workdir, {"cosine": {"outputs": {"logit": 0.9}}}), metrics)
+    assert info.value.field == "checks.cosine.outputs.logit" and "its outputs are: logits" in info.value.message
