@@ -20,3 +20,11 @@ def write_spec(folder: Path, name: str, text: str) -> Path:
     path = folder / f"{name}.rknn.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def toolkit_cache():
+    """The real cache of provisioned toolkit environments, shared with normal runs."""
+    from pytest_rknn.toolkit.envs import default_cache_dir
+
+    return default_cache_dir()

@@ -209,15 +209,22 @@ class Provisioner:
         with open(log_path, "w") as log:
             for command in commands:
                 log.write("$ " + " ".join(command) + "\n")
-                log.flush()
-                done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-                if done.returncode != 0:
-                    tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+                if self._run_logged(command, log, env) != 0:
+                    tail = log_path.read_text(errors="replace").strip().splitlines()[-1].strip()
                     shutil.rmtree(target, ignore_errors=True)
-                    raise RknnError(ENV, f"cannot provision rknn-toolkit2 {version}: {' '.join(tail)} "
+                    raise RknnError(ENV, f"cannot provision rknn-toolkit2 {version}: {tail} "
                                          f"(full log: {log_path}; or use --rknn-toolkit={version}=/path/to/python)")
         found = installed_version(python)
         if found != version:
             raise RknnError(ENV, f"provisioned rknn-toolkit2 {version} but the environment reports {found} "
                                  f"(log: {log_path})")
         self.progress(f"rknn-toolkit2 {version} ready in {time.monotonic() - started:.0f} s")
+
+    def _run_logged(self, command: List[str], log, env: Dict[str, str]) -> int:
+        """Run one command into the log, passing uv's summary lines on as progress."""
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+        for line in process.stdout:
+            log.write(line)
+            if line.startswith(("Resolved", "Prepared", "Installed", "Downloading")):
+                self.progress("  " + line.strip())
+        return process.wait()
