@@ -38,7 +38,7 @@ def evaluate(spec: Spec, outputs: Sequence[OutputMetrics]) -> List[str]:
         minimum = spec.checks.cosine.outputs.get(m.name, spec.checks.cosine.min)
         if not (m.worst_cosine >= minimum):  # also true for NaN
             why = " (undefined: an all-zero side)" if math.isnan(m.worst_cosine) else ""
-            failures.append(f"{where} sample {m.worst_sample} ({m.worst_label}): cosine {format_cosine(m.worst_cosine)} "
+            failures.append(f"{where} sample {m.worst_sample} ({m.worst_label}): cosine {format_cosine(m.worst_cosine, minimum)} "
                             f"< min {minimum}{why}")
         if spec.checks.max_abs is not None:
             limit = spec.checks.max_abs.outputs.get(m.name, spec.checks.max_abs.max)

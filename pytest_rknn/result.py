@@ -31,11 +31,16 @@ class OutputMetrics:
         return {k: _json_number(v) for k, v in asdict(self).items()}
 
 
-def format_cosine(value: Optional[float]) -> str:
-    """Six decimals, floored: a cosine of 0.9999996 must not read 1.000000, nor 0.9899996 read 0.990000."""
+def format_cosine(value: Optional[float], threshold: Optional[float] = None) -> str:
+    """Floored, so 0.9999996 never reads 1.000000 nor 0.9899996 0.990000; six decimals, or
+    one more than the threshold has, so the two can be told apart."""
     if value is None or math.isnan(value):
         return "nan"
-    return f"{math.floor(value * 1e6) / 1e6:.6f}"
+    decimals = 6
+    if threshold is not None:
+        decimals = max(decimals, len(repr(float(threshold)).split(".")[1]) + 1)
+    scale = 10 ** decimals
+    return f"{math.floor(value * scale) / scale:.{decimals}f}"
 
 
 def _json_number(value):

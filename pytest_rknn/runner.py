@@ -135,7 +135,7 @@ class RknnRunner:
             "verbose": self.toolkit_verbose,
         }
         client.write_job(job_dir, job, prepared.inputs)
-        what = f"{spec.name} with rknn-toolkit2 {version}"
+        what = f"rknn-toolkit2 {version}"
         result = client.run_worker(python, job_dir, spec.timeout or self.timeout, what)
         if result["status"] == "SPEC":
             raise SpecError(spec.path, result["field"], result["message"])

@@ -1,7 +1,10 @@
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+from pytest_rknn.toolkit.envs import default_cache_dir
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MODELS = FIXTURES / "models"
@@ -22,9 +25,35 @@ def write_spec(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+# Read at import, before pytester points HOME at a test folder: the real caches are shared with normal runs.
+TOOLKIT_CACHE = default_cache_dir()
+UV_CACHE = os.environ.get("UV_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "uv")
+
+
 @pytest.fixture(scope="session")
 def toolkit_cache():
-    """The real cache of provisioned toolkit environments, shared with normal runs."""
-    from pytest_rknn.toolkit.envs import default_cache_dir
+    """The real cache of provisioned toolkit environments."""
+    return TOOLKIT_CACHE
 
-    return default_cache_dir()
+
+EXAMPLES = FIXTURES / "examples"
+
+
+@pytest.fixture
+def run_pytest(pytester, toolkit_cache, tmp_path_factory, monkeypatch):
+    """Run pytest with pytest-rknn in a subprocess, as a user would; returns (result, basetemp).
+    The toolkit and uv caches are the real ones (pytester gives the subprocess its own HOME)."""
+    monkeypatch.setenv("UV_CACHE_DIR", UV_CACHE)
+
+    def run(*args, timeout=900):
+        basetemp = tmp_path_factory.mktemp("run")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--basetemp={basetemp}",
+                                               f"--rknn-toolkit-cache={toolkit_cache}", *args, timeout=timeout)
+        return result, basetemp
+
+    return run
+
+
+def job_dirs(basetemp: Path, spec: str):
+    """The worker job directories of one spec, one per toolkit version."""
+    return {p.name: p for p in (basetemp / "rknn").glob(f"{spec}-*/*") if p.is_dir()}

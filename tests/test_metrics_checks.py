@@ -40,7 +40,7 @@ def test_a_too_strict_threshold_fails_with_output_sample_value_and_threshold(wor
     worst = metrics[0]
     failures = evaluate(spec(workdir, {"cosine": {"min": 0.9999999}}), metrics)
     assert failures == [f"output 'logits' sample {worst.worst_sample} ({worst.worst_label}): cosine "
-                        f"{math.floor(worst.worst_cosine * 1e6) / 1e6:.6f} < min 0.9999999"]
+                        f"{math.floor(worst.worst_cosine * 1e8) / 1e8:.8f} < min 0.9999999"]
     assert evaluate(spec(workdir, {"cosine": {"min": 0.9, "outputs": {"logits": 0.95}}}), metrics) == []
 
 

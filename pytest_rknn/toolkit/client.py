@@ -20,14 +20,22 @@ WORKER = Path(__file__).with_name("worker.py")
 STEP_MARK = "[pytest-rknn] step:"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ERROR_LINE = re.compile(r"^E\s")
+_GLUED = re.compile(r"(?<=it/s\])(?=[DIWE] )")
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+ \[")
+_NOISE = re.compile(r"^E\s+(rknn-toolkit2 version:|\w+: Traceback)")
+_TIMESTAMP = re.compile(r"\[\d\d:\d\d:\d\d\.\d+\]\s*")
 KILL_GRACE_SECONDS = 5.0
 
 
 def clean_log_lines(text: str) -> List[str]:
-    """Log lines without colour codes; of a progress bar redrawn with \\r only its last state."""
+    """Log lines without colour codes, blank lines and progress bars. The toolkit glues
+    log lines onto the end of a finished bar, with no newline."""
+    text = _GLUED.sub("\n", _ANSI.sub("", text))
     lines = []
-    for line in _ANSI.sub("", text).splitlines():
-        lines.append(line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r"))
+    for line in text.split("\n"):
+        states = [state for state in line.split("\r") if state.strip()]
+        if states and not _PROGRESS_BAR.search(states[-1]):
+            lines.append(states[-1])
     return lines
 
 
@@ -39,8 +47,15 @@ def read_log(job_dir: Path) -> List[str]:
 
 
 def error_lines(lines: List[str], limit: int = 5) -> List[str]:
-    """The toolkit's own error lines (`E RKNN: ...`, `E build: ...`)."""
-    return [line.strip() for line in lines if _ERROR_LINE.match(line)][:limit]
+    """The toolkit's own error lines (`E RKNN: ...`, `E build: ...`), without timestamps
+    and without the version banner the toolkit logs as an error."""
+    found = []
+    for line in lines:
+        if _ERROR_LINE.match(line) and not _NOISE.match(line):
+            text = _TIMESTAMP.sub("", line.strip())
+            if text not in found:
+                found.append(text)
+    return found[:limit]
 
 
 def last_step(lines: List[str]) -> str:
@@ -95,7 +110,7 @@ def run_worker(python: str, job_dir: Path, timeout: float, what: str) -> dict:
     lines = read_log(job_dir)
     errors = error_lines(lines)
     if returncode < 0:
-        detail = f": {errors[-1]}" if errors else ""
+        detail = f": {errors[0]}" if errors else " (the toolkit logged no error line; see the log tail)"
         raise RknnError(CRASH, f"{what}: worker killed by {signal_name(-returncode)} during {last_step(lines)}{detail}",
                         log_tail(lines))
     result_path = job_dir / "result.json"
@@ -106,6 +121,8 @@ def run_worker(python: str, job_dir: Path, timeout: float, what: str) -> dict:
     if status == "SPEC":
         return result  # the caller knows the spec file to name
     if status == "BUILD":
+        if result.get("exception"):
+            raise RknnError(BUILD, f"{what}: {result['step']}() raised {result['exception']}", log_tail(lines))
         detail = "; ".join(errors) if errors else "the toolkit logged no error line, see the log tail"
         raise RknnError(BUILD, f"{what}: {result['step']}() returned -1: {detail}", log_tail(lines))
     return result

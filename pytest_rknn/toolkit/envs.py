@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import ENV, RknnError
 
@@ -209,10 +209,10 @@ class Provisioner:
         with open(log_path, "w") as log:
             for command in commands:
                 log.write("$ " + " ".join(command) + "\n")
-                if self._run_logged(command, log, env) != 0:
-                    tail = log_path.read_text(errors="replace").strip().splitlines()[-1].strip()
+                returncode, last_line = self._run_logged(command, log, env)
+                if returncode != 0:
                     shutil.rmtree(target, ignore_errors=True)
-                    raise RknnError(ENV, f"cannot provision rknn-toolkit2 {version}: {tail} "
+                    raise RknnError(ENV, f"cannot provision rknn-toolkit2 {version}: {last_line} "
                                          f"(full log: {log_path}; or use --rknn-toolkit={version}=/path/to/python)")
         found = installed_version(python)
         if found != version:
@@ -220,11 +220,15 @@ class Provisioner:
                                  f"(log: {log_path})")
         self.progress(f"rknn-toolkit2 {version} ready in {time.monotonic() - started:.0f} s")
 
-    def _run_logged(self, command: List[str], log, env: Dict[str, str]) -> int:
-        """Run one command into the log, passing uv's summary lines on as progress."""
+    def _run_logged(self, command: List[str], log, env: Dict[str, str]) -> Tuple[int, str]:
+        """Run one command into the log, passing uv's summary lines on as progress.
+        Returns the exit status and the last line it printed (uv's reason when it fails)."""
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+        last_line = ""
         for line in process.stdout:
             log.write(line)
+            if line.strip():
+                last_line = line.strip()
             if line.startswith(("Resolved", "Prepared", "Installed", "Downloading")):
                 self.progress("  " + line.strip())
-        return process.wait()
+        return process.wait(), last_line

@@ -14,6 +14,7 @@ import importlib.metadata
 import inspect
 import json
 import os
+import re
 import sys
 import time
 
@@ -38,6 +39,16 @@ def sha256_of(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def exception_text(exc):
+    """One line for an exception. The toolkit re-raises with the inner traceback as the
+    message; the inner `XxxError: ...` and what follows it is the reason."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if re.match(r"^\w+(Error|Exception):", line)]
+    if starts:
+        return " ".join(lines[starts[-1]:])
+    return f"{type(exc).__name__}: {' '.join(lines)}"
 
 
 def unknown_config_keys(rknn_cls, config):
@@ -67,6 +78,9 @@ def run(job_dir):
 
     started = time.monotonic()
     step("import")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # the toolkit's, not the user's
     import numpy as np
     from rknn.api import RKNN
 
@@ -84,25 +98,32 @@ def run(job_dir):
     rknn = RKNN(verbose=bool(job.get("verbose")))
 
     def call(name, fn, **kwargs):
+        """0 on success; otherwise the failure for result.json. The API documents -1 on
+        failure, but some errors (e.g. NonZero on a non-constant input) escape as exceptions."""
         step(name)
         t0 = time.monotonic()
-        ret = fn(**kwargs)
-        result["timings"][name] = time.monotonic() - t0
-        return ret
+        try:
+            ret = fn(**kwargs)
+        except Exception as exc:
+            return {"step": name, "exception": exception_text(exc)}
+        finally:
+            result["timings"][name] = time.monotonic() - t0
+        return 0 if ret == 0 else {"step": name}
 
-    if call("config", rknn.config, target_platform=job["target"], **config) != 0:
-        return finish("BUILD", step="config")
-    if call("load_onnx", rknn.load_onnx, model=job["model"]) != 0:
-        return finish("BUILD", step="load_onnx")
-    if call("build", rknn.build, do_quantization=job["quantize"], dataset=job.get("dataset")) != 0:
-        return finish("BUILD", step="build")
-    rknn_path = os.path.join(job_dir, job["rknn_name"])
-    if call("export_rknn", rknn.export_rknn, export_path=rknn_path) != 0:
-        return finish("BUILD", step="export_rknn")
-    result["rknn"] = job["rknn_name"]
-    result["rknn_sha256"] = sha256_of(rknn_path)
-    if call("init_runtime", rknn.init_runtime, target=None) != 0:
-        return finish("BUILD", step="init_runtime")
+    steps = [
+        ("config", rknn.config, dict(target_platform=job["target"], **config)),
+        ("load_onnx", rknn.load_onnx, dict(model=job["model"])),
+        ("build", rknn.build, dict(do_quantization=job["quantize"], dataset=job.get("dataset"))),
+        ("export_rknn", rknn.export_rknn, dict(export_path=os.path.join(job_dir, job["rknn_name"]))),
+        ("init_runtime", rknn.init_runtime, dict(target=None)),
+    ]
+    for name, fn, kwargs in steps:
+        failure = call(name, fn, **kwargs)
+        if failure != 0:
+            return finish("BUILD", **failure)
+        if name == "export_rknn":
+            result["rknn"] = job["rknn_name"]
+            result["rknn_sha256"] = sha256_of(kwargs["export_path"])
 
     step("inference")
     data = np.load(os.path.join(job_dir, "inputs.npz"))
