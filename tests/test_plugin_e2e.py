@@ -153,3 +153,17 @@ def test_bad_option_values_are_usage_errors(run_pytest):
     result.stderr.fnmatch_lines(["*--rknn-toolkit: '2.5' is not a version like 2.5.0*"])
     result, _ = run_pytest("--rknn-timeout=-3")
     result.stderr.fnmatch_lines(["*--rknn-timeout: -3 is not a positive number*"])
+
+
+def test_every_option_has_an_ini_twin_and_the_command_line_wins(run_pytest, pytester):
+    from pytest_rknn.options import OPTIONS
+
+    help_text = run_pytest("--help")[0].stdout.str()
+    for option in OPTIONS:
+        assert option.flag in help_text and re.search(rf"^\s+{option.ini} \(", help_text, re.M), option.ini
+    shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
+    write_spec(pytester.path, "cnn", "model: cnn.onnx\n")
+    pytester.makeini("[pytest]\nrknn_toolkit = 2.3.2, 2.5.0\n")
+    names = lambda result: re.findall(r"::(\S+)$", result.stdout.str(), re.M)
+    assert names(run_pytest("--collect-only", "-q")[0]) == ["cnn[2.3.2-sim]", "cnn[2.5.0-sim]"]
+    assert names(run_pytest("--collect-only", "-q", "--rknn-toolkit=2.5.0")[0]) == ["cnn[2.5.0-sim]"]
