@@ -38,6 +38,9 @@ def test_the_example_suite_runs_every_spec_in_every_version(run_pytest, pytester
             assert f"rknn-toolkit2 version: {version}" in log
     # The quantized build really is int8: the toolkit says it changed the input dtype.
     assert "int8" in (job_dirs(basetemp, "cnn_int8")["2.5.0"] / "log.txt").read_text()
+    # The two-input model got each input in its own dtype.
+    with np.load(job_dirs(basetemp, "two_input")["2.5.0"] / "inputs.npz") as inputs:
+        assert (inputs["s0_i0"].dtype, inputs["s0_i1"].dtype) == (np.int64, np.float32)
     # Every preset shape of the dynamic model was run, each giving an output of its own shape.
     with np.load(job_dirs(basetemp, "dynamic")["2.5.0"] / "outputs.npz") as outputs:
         assert sorted(outputs[k].shape for k in outputs.files) == [(1, 4, 32, 32), (1, 4, 48, 48), (1, 4, 64, 64)]
