@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import SpecError
 from .onnx_model import ModelInfo, TensorInfo
-from .spec import FileInput, ImageInput, InputSource, RandomInput, Spec
+from .spec import FileInput, ImageInput, RandomInput, Spec
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from .errors import RknnError
 from .result import RunResult
 from .report import summary_row
-from .runner import SIM, RknnRunner
+from .runner import RknnRunner
 from .spec import Spec, load_spec, spec_name
 
 
@@ -40,8 +40,9 @@ class RknnSpecFile(pytest.File):
             error = exc  # reported by every item of this file, so the rest of the session still runs
         name = spec.name if spec else spec_name(self.path)
         for version in runner.versions:
-            yield RknnItem.from_parent(self, name=f"{name}[{version}-{SIM}]", spec=spec, spec_error=error,
-                                       version=version, backend=SIM)
+            for backend in runner.backends:
+                yield RknnItem.from_parent(self, name=f"{name}[{version}-{backend}]", spec=spec, spec_error=error,
+                                           version=version, backend=backend)
 
 
 class RknnItem(pytest.Item):

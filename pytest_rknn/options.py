@@ -31,6 +31,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _core_mask(text: str) -> str:
+    from .board.session import CORE_MASKS
+
+    if text not in CORE_MASKS:
+        raise ValueError(f"'{text}' is not one of {', '.join(CORE_MASKS)}")
+    return text
+
+
 OPTIONS = [
     Option("--rknn-toolkit", f"rknn-toolkit2 versions to test, comma separated; VERSION=/path/to/python uses an "
                              f"existing environment (default: {DEFAULT_VERSION})", DEFAULT_VERSION,
@@ -43,6 +51,24 @@ OPTIONS = [
     Option("--rknn-timeout", "seconds one build+simulate job may take before it is killed (default: 600)",
            600.0, _positive_float, metavar="SECONDS"),
     Option("--rknn-toolkit-verbose", "run the toolkit with verbose=True (its log goes to each job's log.txt)",
+           False, is_flag=True),
+    Option("--rknn-board", "RK3588 boards to run the built models on over SSH, comma separated "
+                           "(each spec and version goes to one of them)", None, metavar="HOST[:PORT]"),
+    Option("--rknn-board-user", "SSH user on the boards (default: from ~/.ssh/config, else your user name)",
+           None, metavar="USER"),
+    Option("--rknn-ssh-key", "private key for the boards (default: the SSH agent, ~/.ssh/config, ~/.ssh/id_*)",
+           None, metavar="PATH"),
+    Option("--rknn-board-python", "Python on the board that has numpy and rknn-toolkit-lite2 (default: python3)",
+           "python3", metavar="COMMAND"),
+    Option("--rknn-board-workdir", "where the private per-session work dir is made on the board (default: /tmp)",
+           "/tmp", metavar="DIR"),
+    Option("--rknn-core-mask", "NPU cores for RKNNLite.init_runtime: auto, 0, 1, 2, 0_1, 0_1_2, all (default: auto)",
+           "auto", _core_mask, metavar="MASK"),
+    Option("--rknn-board-timeout", "seconds one board job may take before its process group is killed "
+                                   "(default: 300)", 300.0, _positive_float, metavar="SECONDS"),
+    Option("--rknn-board-connect-timeout", "seconds to wait for a board to answer (default: 10)", 10.0,
+           _positive_float, metavar="SECONDS"),
+    Option("--rknn-board-insecure", "accept any board host key instead of verifying it against known_hosts",
            False, is_flag=True),
 ]
 

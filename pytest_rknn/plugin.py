@@ -13,6 +13,12 @@ from .runner import SIM, RknnRunner
 from .session import build_runner
 from .spec import SPEC_SUFFIX
 
+def pytest_addhooks(pluginmanager):
+    from . import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
 def pytest_addoption(parser):
     add_options(parser)
 
@@ -32,8 +38,9 @@ def pytest_collect_file(file_path: Path, parent):
 
 def pytest_generate_tests(metafunc):
     if "rknn_result" in metafunc.fixturenames and metafunc.definition.get_closest_marker("rknn_spec"):
-        versions = metafunc.config.stash[RUNNER_KEY].versions
-        metafunc.parametrize("rknn_result", versions, indirect=True, ids=[f"{v}-{SIM}" for v in versions])
+        runner = metafunc.config.stash[RUNNER_KEY]
+        params = [(v, b) for v in runner.versions for b in runner.backends]
+        metafunc.parametrize("rknn_result", params, indirect=True, ids=[f"{v}-{b}" for v, b in params])
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +51,8 @@ def rknn(pytestconfig) -> RknnRunner:
 
 @pytest.fixture
 def rknn_result(request, rknn):
-    """The RunResult of the test's `@pytest.mark.rknn_spec(...)` spec for one toolkit version."""
+    """The RunResult of the test's `@pytest.mark.rknn_spec(...)` spec for one toolkit version
+    and backend (sim, and board when --rknn-board is given)."""
     marker = request.node.get_closest_marker("rknn_spec")
     if marker is None or not marker.args:
         pytest.fail("the rknn_result fixture needs @pytest.mark.rknn_spec('model.rknn.yaml') on the test",
@@ -52,9 +60,14 @@ def rknn_result(request, rknn):
     spec = marker.args[0]
     if isinstance(spec, (str, Path)):
         spec = Path(request.node.path).parent / spec
-    result = rknn.run(spec, getattr(request, "param", None))
+    version, backend = getattr(request, "param", (None, SIM))
+    result = rknn.run(spec, version, backend)
     request.node.user_properties.append(("rknn", summary_row(result)))
     return result
+
+
+def pytest_sessionfinish(session):
+    session.config.stash[RUNNER_KEY].close()
 
 
 def pytest_terminal_summary(terminalreporter, config):

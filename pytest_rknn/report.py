@@ -16,6 +16,7 @@ def summary_row(result: RunResult) -> Dict:
         "outcome": "passed" if result.passed else "failed",
         "class": result.failure_class or "",
         "cosine": {m.name: m.worst_cosine for m in result.outputs},
+        "vs_sim": {m.name: m.vs_sim_cosine for m in result.outputs if m.vs_sim_cosine is not None},
         "message": result.message,
     }
 
@@ -31,9 +32,14 @@ def _cosine_text(cosines: Dict[str, float]) -> str:
 
 
 def summary_table(rows: List[Dict]) -> List[str]:
-    header = ["spec", "version", "backend", "worst cosine per output", "outcome", "class"]
-    body = [[r["spec"], r["version"], r["backend"], _cosine_text(r["cosine"]), r["outcome"], r["class"] or "-"]
-            for r in sorted(rows, key=lambda r: (r["spec"], r["version"], r["backend"]))]
+    header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "outcome", "class"]
+    body = [[r["spec"], r["version"], r["backend"], _cosine_text(r["cosine"]), _cosine_text(r.get("vs_sim", {})),
+             r["outcome"], r["class"] or "-"]
+            for r in sorted(rows, key=lambda r: (r["spec"], r["version"], r["backend"] != "sim", r["backend"]))]
+    if not any(r.get("vs_sim") for r in rows):  # no board items: drop the empty column
+        header.pop(4)
+        for row in body:
+            row.pop(4)
     widths = [max(len(str(row[i])) for row in [header] + body) for i in range(len(header))]
     fmt = lambda row: "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
     return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in body]

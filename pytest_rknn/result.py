@@ -25,6 +25,7 @@ class OutputMetrics:
     worst_label: str = ""
     max_abs: float = float("nan")
     mean_abs: float = float("nan")
+    vs_sim_cosine: Optional[float] = None  # board items: worst cosine of the board against the simulator
     notes: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -67,6 +68,7 @@ class RunResult:
     rknn_path: Optional[Path] = None
     rknn_sha256: Optional[str] = None
     toolkit_version: Optional[str] = None
+    board: Optional[dict] = None  # board items: the board's preflight fingerprint
     timings: Dict[str, float] = field(default_factory=dict)
 
     @property

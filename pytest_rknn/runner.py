@@ -13,18 +13,23 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .board.preflight import check_target
+from .board.session import BoardPool
 from .checks import evaluate
-from .errors import ACCURACY, BUILD, SPEC, RknnError, SpecError
+from .errors import ACCURACY, BUILD, RknnError, SpecError
 from .inputs import InputSet, expand_paths, prepare_inputs
+from .jobdir import read_outputs, write_job
+from .logs import error_lines, log_tail, read_log
 from .metrics import compare_outputs
 from .onnx_model import ModelInfo, read_model_info
 from .reference import run_reference
-from .result import RunResult
+from .result import RunResult, format_cosine
 from .spec import QuantizeSpec, Spec, load_spec, spec_from_dict
 from .toolkit import client
 from .toolkit.envs import Provisioner, ToolkitRequest
 
 SIM = "sim"
+BOARD = "board"
 
 
 @dataclass
@@ -38,23 +43,29 @@ class Prepared:
 
 
 @dataclass
-class Simulated:
+class Executed:
+    """What a backend produced for all samples of one (spec, version)."""
+
     job_dir: Path
     result: dict
-    outputs: List[Optional[List[np.ndarray]]]
+    outputs: List[Optional[List[np.ndarray]]]  # [sample][output]; None where inference returned None
     log_lines: List[str]
 
 
 class RknnRunner:
     def __init__(self, provisioner: Provisioner, toolkits: List[ToolkitRequest],
-                 work_root: Union[Path, Callable[[], Path]], timeout: float = 600.0, toolkit_verbose: bool = False):
+                 work_root: Union[Path, Callable[[], Path]], timeout: float = 600.0, toolkit_verbose: bool = False,
+                 boards: Optional[BoardPool] = None, on_artifact: Callable[..., None] = lambda **kw: None):
         self.provisioner = provisioner
+        self.boards = boards or BoardPool([], None)
+        self.on_artifact = on_artifact
         self.toolkits = {t.version: t for t in toolkits}
         self._work_root = work_root
         self.timeout = timeout
         self.toolkit_verbose = toolkit_verbose
         self._prepared: Dict[Tuple[str, str], Union[Prepared, RknnError]] = {}
-        self._simulated: Dict[Tuple[str, str, str], Union[Simulated, RknnError]] = {}
+        self._simulated: Dict[Tuple[str, str, str], Union[Executed, RknnError]] = {}
+        self._on_board: Dict[Tuple[str, str, str], Union[Executed, RknnError]] = {}
 
     @property
     def work_root(self) -> Path:
@@ -66,6 +77,14 @@ class RknnRunner:
     @property
     def versions(self) -> List[str]:
         return list(self.toolkits)
+
+    @property
+    def backends(self) -> List[str]:
+        return [SIM, BOARD] if self.boards else [SIM]
+
+    def close(self) -> None:
+        """End of session: clean up the boards (work dirs, leftover processes)."""
+        self.boards.close()
 
     # ------------------------------------------------------------ public
 
@@ -82,12 +101,17 @@ class RknnRunner:
             prepared = self.prepare(spec_v)
             result.timings["reference"] = prepared.seconds
             simulated = self.simulate(spec_v, prepared, version)
-            result.log_path = simulated.job_dir / "log.txt"
             result.rknn_path = simulated.job_dir / simulated.result["rknn"]
             result.rknn_sha256 = simulated.result["rknn_sha256"]
             result.toolkit_version = simulated.result["toolkit_version"]
             result.timings.update(simulated.result["timings"])
-            self._judge(result, spec_v, prepared, simulated)
+            executed = simulated
+            if backend == BOARD:
+                executed = self.run_on_board(spec_v, prepared, simulated, version)
+                result.board = executed.result.get("board")
+                result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
+            result.log_path = executed.job_dir / "log.txt"
+            self._judge(result, spec_v, prepared, executed, simulated)
         except RknnError as exc:
             result.failure_class = exc.failure_class
             result.message = exc.message
@@ -114,13 +138,13 @@ class RknnRunner:
         reference = run_reference(spec, model, inputs)
         return Prepared(model, inputs, reference, time.monotonic() - started)
 
-    def simulate(self, spec: Spec, prepared: Prepared, version: str) -> Simulated:
+    def simulate(self, spec: Spec, prepared: Prepared, version: str) -> Executed:
         key = (str(spec.path), spec.config_hash(), version)
         if key not in self._simulated:
             self._simulated[key] = _cached_call(lambda: self._simulate(spec, prepared, version))
         return _unwrap(self._simulated[key])
 
-    def _simulate(self, spec: Spec, prepared: Prepared, version: str) -> Simulated:
+    def _simulate(self, spec: Spec, prepared: Prepared, version: str) -> Executed:
         request = self.toolkits.get(version) or ToolkitRequest(version)
         python = self.provisioner.python_for(request)
         job_dir = self.work_root / f"{spec.name}-{spec.config_hash()[:8]}" / version
@@ -134,30 +158,67 @@ class RknnRunner:
             "rknn_name": f"{spec.name}.rknn",
             "verbose": self.toolkit_verbose,
         }
-        client.write_job(job_dir, job, prepared.inputs)
+        write_job(job_dir, job, prepared.inputs)
         what = f"rknn-toolkit2 {version}"
         result = client.run_worker(python, job_dir, spec.timeout or self.timeout, what)
         if result["status"] == "SPEC":
             raise SpecError(spec.path, result["field"], result["message"])
-        outputs = client.read_outputs(job_dir, len(prepared.inputs), result.get("failed_samples", []))
-        return Simulated(job_dir, result, outputs, client.read_log(job_dir))
+        outputs = read_outputs(job_dir, len(prepared.inputs), result.get("failed_samples", []))
+        self.on_artifact(spec=spec, version=version, rknn_path=job_dir / result["rknn"], sha256=result["rknn_sha256"])
+        return Executed(job_dir, result, outputs, read_log(job_dir))
 
-    def _judge(self, result: RunResult, spec: Spec, prepared: Prepared, simulated: Simulated) -> None:
+    def run_on_board(self, spec: Spec, prepared: Prepared, simulated: Executed, version: str) -> Executed:
+        """The exact artifact the simulator ran, on a board, with the same inputs."""
+        key = (str(spec.path), spec.config_hash(), version)
+        if key not in self._on_board:
+            self._on_board[key] = _cached_call(lambda: self._run_on_board(spec, prepared, simulated, version))
+        return _unwrap(self._on_board[key])
+
+    def _run_on_board(self, spec: Spec, prepared: Prepared, simulated: Executed, version: str) -> Executed:
+        session = self.boards.session_for(f"{spec.name}/{version}")
+        check_target(session.start(), spec.target)
+        job_dir = simulated.job_dir.parent / f"{version}-board"
+        write_job(job_dir, {}, prepared.inputs)
+        rknn_path = simulated.job_dir / simulated.result["rknn"]
+        result = session.run_job(job_dir, rknn_path, simulated.result["rknn_sha256"], version)
+        result["board"] = session.info.fingerprint()
+        outputs = read_outputs(job_dir, len(prepared.inputs), result.get("failed_samples", []))
+        return Executed(job_dir, result, outputs, read_log(job_dir))
+
+    def _judge(self, result: RunResult, spec: Spec, prepared: Prepared, executed: Executed,
+               simulated: Executed) -> None:
         names = [t.name for t in prepared.model.outputs]
         labels = prepared.inputs.labels
-        result.outputs = compare_outputs(names, prepared.reference, simulated.outputs, labels)
-        failed = [s for s, outs in enumerate(simulated.outputs) if outs is None]
+        result.outputs = compare_outputs(names, prepared.reference, executed.outputs, labels)
+        failed = [s for s, outs in enumerate(executed.outputs) if outs is None]
         if failed:
-            errors = client.error_lines(simulated.log_lines)
-            detail = "; ".join(errors) if errors else "the toolkit logged no error line"
-            raise RknnError(BUILD, f"inference() returned None for {len(failed)} of {len(labels)} samples "
+            errors = error_lines(executed.log_lines)
+            who = "the toolkit" if executed is simulated else "RKNNLite"
+            detail = "; ".join(errors) if errors else f"{who} logged no error line"
+            where = f"board {result.board['address']}: RKNNLite." if executed is not simulated else ""
+            raise RknnError(BUILD, f"{where}inference() returned None for {len(failed)} of {len(labels)} samples "
                                    f"(first: sample {failed[0]}, {labels[failed[0]]}): {detail}",
-                            client.log_tail(simulated.log_lines))
+                            log_tail(executed.log_lines))
+        if executed is not simulated:
+            vs_sim = compare_outputs(names, simulated.outputs, executed.outputs, labels)
+            for metrics, against_sim in zip(result.outputs, vs_sim):
+                metrics.vs_sim_cosine = against_sim.worst_cosine
         result.failures = evaluate(spec, result.outputs)
         if result.failures:
             more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
             result.failure_class = ACCURACY
             result.message = result.failures[0] + more
+            if executed is not simulated:
+                result.message += "; " + _blame(spec, prepared, simulated, result, names, labels)
+
+
+def _blame(spec: Spec, prepared: Prepared, simulated: Executed, result: RunResult, names, labels) -> str:
+    """Say whether the conversion or the board runtime broke it."""
+    sim_failures = evaluate(spec, compare_outputs(names, prepared.reference, simulated.outputs, labels))
+    board_vs_sim = ", ".join(f"{m.name} {format_cosine(m.vs_sim_cosine)}" for m in result.outputs)
+    if sim_failures:
+        return f"the simulator fails too, so the conversion broke it (board vs simulator cosine: {board_vs_sim})"
+    return f"the simulator passes, so the board runtime broke it (board vs simulator cosine: {board_vs_sim})"
 
 
 def _cached_call(fn):

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from .board.connection import SshSettings, parse_board_option
+from .board.session import BoardPool, BoardSession
 from .errors import RknnError
 from .options import cache_dir, get_option
 from .runner import RknnRunner
@@ -42,4 +44,25 @@ def build_runner(config: pytest.Config) -> RknnRunner:
         work_root=lambda: config._tmp_path_factory.mktemp("rknn", numbered=False),
         timeout=get_option(config, "--rknn-timeout"),
         toolkit_verbose=get_option(config, "--rknn-toolkit-verbose"),
+        boards=build_board_pool(config),
+        on_artifact=config.hook.pytest_rknn_artifact_built,
     )
+
+
+def build_board_pool(config: pytest.Config) -> BoardPool:
+    boards = get_option(config, "--rknn-board")
+    try:
+        addresses = parse_board_option(boards) if boards else []
+    except RknnError as exc:
+        raise pytest.UsageError(exc.message) from None
+    settings = SshSettings(user=get_option(config, "--rknn-board-user"), key_path=get_option(config, "--rknn-ssh-key"),
+                           insecure=get_option(config, "--rknn-board-insecure"),
+                           connect_timeout=get_option(config, "--rknn-board-connect-timeout"))
+
+    def make_session(address):
+        return BoardSession(address, settings, python=get_option(config, "--rknn-board-python"),
+                            workdir_parent=get_option(config, "--rknn-board-workdir"),
+                            core_mask=get_option(config, "--rknn-core-mask"),
+                            timeout=get_option(config, "--rknn-board-timeout"))
+
+    return BoardPool(addresses, make_session)

@@ -1,0 +1,38 @@
+"""The job-directory protocol, the same for the simulator worker and the board runner:
+job.json + inputs.npz (s{sample}_i{input}) in; result.json + outputs.npz (s{sample}_o{output})
++ log.txt out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from .inputs import InputSet
+
+
+def write_job(job_dir: Path, job: dict, inputs: InputSet) -> None:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    arrays = {f"s{s}_i{i}": array for s, sample in enumerate(inputs.samples) for i, array in enumerate(sample)}
+    np.savez(job_dir / "inputs.npz", **arrays)
+    job = dict(job, samples=len(inputs), data_format=[layout or "nchw" for layout in inputs.layouts])
+    (job_dir / "job.json").write_text(json.dumps(job, indent=1))
+
+
+def read_outputs(job_dir: Path, samples: int, failed: List[int]) -> List[Optional[List[np.ndarray]]]:
+    """[sample][output]; None for a sample whose inference() returned None."""
+    with np.load(job_dir / "outputs.npz") as data:
+        keys = set(data.files)
+        outputs = []
+        for s in range(samples):
+            if s in failed:
+                outputs.append(None)
+                continue
+            k, arrays = 0, []
+            while f"s{s}_o{k}" in keys:
+                arrays.append(data[f"s{s}_o{k}"])
+                k += 1
+            outputs.append(arrays)
+    return outputs
