@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import pytest
@@ -11,6 +12,10 @@ from .result import RunResult
 from .report import summary_row
 from .runner import RknnRunner
 from .spec import Spec, load_spec, spec_name
+
+
+class RknnWarning(UserWarning):
+    """Something about a run that passed is worth knowing (e.g. an old board runtime)."""
 
 
 class RknnFailure(Exception):
@@ -63,6 +68,8 @@ class RknnItem(pytest.Item):
             runner: RknnRunner = self.config.stash[RUNNER_KEY]
             self.result = runner.run(self.spec, self.version, self.backend)
         self.user_properties.append(("rknn", summary_row(self.result)))
+        for message in self.result.warnings:
+            warnings.warn(RknnWarning(message))
         if self.result.log_tail:
             self.add_report_section("call", "rknn log tail", self.result.log_tail)
         if not self.result.passed:

@@ -63,6 +63,7 @@ class RunResult:
     failure_class: Optional[str] = None
     message: str = ""
     failures: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)  # worth knowing although the item passed
     log_path: Optional[Path] = None
     log_tail: Optional[str] = None
     rknn_path: Optional[Path] = None

@@ -109,6 +109,7 @@ class RknnRunner:
             if backend == BOARD:
                 executed = self.run_on_board(spec_v, prepared, simulated, version)
                 result.board = executed.result.get("board")
+                result.warnings += executed.result.get("warnings", [])
                 result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
             result.log_path = executed.job_dir / "log.txt"
             self._judge(result, spec_v, prepared, executed, simulated)

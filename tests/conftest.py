@@ -57,3 +57,39 @@ def run_pytest(pytester, toolkit_cache, tmp_path_factory, monkeypatch):
 def job_dirs(basetemp: Path, spec: str):
     """The worker job directories of one spec, one per toolkit version."""
     return {p.name: p for p in (basetemp / "rknn").glob(f"{spec}-*/*") if p.is_dir()}
+
+
+BOARD_SUPPORT = Path(__file__).resolve().parent / "board"
+
+
+@pytest.fixture(scope="session")
+def test_board(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 whose Python has the rknnlite test double."""
+    from board.testboard import start_test_board
+
+    board = start_test_board(tmp_path_factory.mktemp("board"))
+    yield board
+    board.stop()
+
+
+@pytest.fixture
+def board_pytest(run_pytest, pytester, test_board, monkeypatch, tmp_path):
+    """run_pytest against the test board: known_hosts in the run's HOME, the registrar plugin
+    that tells the rknnlite double which model each uploaded .rknn is, a private remote dir."""
+    ssh = pytester.path / ".ssh"
+    ssh.mkdir(exist_ok=True)
+    (ssh / "known_hosts").write_text(test_board.host_key_line + "\n")
+    monkeypatch.setenv("PYTHONPATH", str(BOARD_SUPPORT))
+    monkeypatch.setenv("RKNNLITE_DOUBLE_REGISTRY", str(test_board.registry))
+    remote_parent = tmp_path / "board workdir"  # a space: every remote path must be quoted
+    remote_parent.mkdir()
+
+    def run(*args, python=None, board=None, key=None, register=True):
+        options = [f"--rknn-board={board or f'{test_board.host}:{test_board.port}'}",
+                   f"--rknn-ssh-key={key or test_board.key_path}",
+                   f"--rknn-board-python={python or test_board.python}",
+                   f"--rknn-board-workdir={remote_parent}"] + (["-p", "registrar"] if register else [])
+        return run_pytest(*options, *args)
+
+    run.remote_parent = remote_parent
+    return run

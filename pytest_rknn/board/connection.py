@@ -3,6 +3,7 @@ agent honoured, every failure turned into one ENV message that says what to do."
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -81,6 +82,9 @@ class SshConnection:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
         timeout = self.settings.connect_timeout
         where = f"board {self.address}"
+        transport_log = logging.getLogger("paramiko.transport")
+        level = transport_log.level
+        transport_log.setLevel(logging.CRITICAL)  # its thread logs what the exception below says again
         try:
             client.connect(host, port=port, username=user, key_filename=keys or None, timeout=timeout,
                            banner_timeout=timeout, auth_timeout=timeout, allow_agent=True, look_for_keys=not keys)
@@ -98,14 +102,19 @@ class SshConnection:
                 raise RknnError(ENV, f"{where}: its host key is not in known_hosts; verify it and add it "
                                      f"(ssh-keyscan -p {port} {host} >> {USER_KNOWN_HOSTS}), or pass "
                                      f"--rknn-board-insecure") from None
+            if "banner" in str(exc) or "No existing session" in str(exc):  # connected, but no SSH answer
+                raise RknnError(ENV, f"{where}: no answer within {timeout:g} s (is it on and reachable?)") from None
             raise RknnError(ENV, f"{where}: SSH failed: {exc}") from None
         except (socket.timeout, TimeoutError):
             raise RknnError(ENV, f"{where}: no answer within {timeout:g} s (is it on and reachable?)") from None
         except socket.gaierror as exc:
             raise RknnError(ENV, f"{where}: unknown host name: {exc.strerror}") from None
-        except OSError as exc:  # connection refused, no route, NoValidConnectionsError
-            reason = exc.strerror or str(exc)
-            raise RknnError(ENV, f"{where}: cannot connect to {host}:{port}: {reason} (is sshd running?)") from None
+        except OSError as exc:  # connection refused, no route; paramiko wraps them per address
+            inner = list(getattr(exc, "errors", {}).values())
+            reason = (inner[0] if inner else exc).strerror or str(exc)
+            raise RknnError(ENV, f"{where}: cannot connect: {reason} (is sshd running on port {port}?)") from None
+        finally:
+            transport_log.setLevel(level)
         self.client = client
 
     def _resolve(self) -> Tuple[str, int, str, List[str]]:

@@ -64,7 +64,8 @@ def librknnrt_version():
 
 
 def driver_version():
-    for path in DRIVER_VERSION_FILES:
+    override = os.environ.get("RKNN_BOARD_DRIVER_VERSION_FILE")
+    for path in [override] if override else DRIVER_VERSION_FILES:
         text = read_text(path)
         if text:
             found = re.search(r"v?(\d+\.\d+\.\d+)", text)
@@ -90,7 +91,7 @@ def preflight():
     except ImportError as exc:
         info["problems"].append(f"numpy is not importable: {exc}")
     try:
-        from rknnlite.api import RKNNLite  # noqa: F401
+        import rknnlite.api  # noqa: F401
     except Exception as exc:  # an ImportError, or the native library failing to load
         info["problems"].append(f"rknnlite is not importable: {type(exc).__name__}: {exc}")
     try:

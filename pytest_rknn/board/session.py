@@ -100,6 +100,11 @@ class BoardSession:
         errors = error_lines(lines)
         tail = log_tail(lines)
         if status == "ok":
+            if runtime_is_older(self.info, toolkit_version):
+                # A 2.x runtime runs newer models with only a warning; results may still differ.
+                said = next((l.strip() for l in lines if "not match with rknn runtime version" in l), "")
+                result["warnings"] = [f"{self.where}: librknnrt {self.info.librknnrt} is older than rknn-toolkit2 "
+                                      f"{toolkit_version} that built the model" + (f" ({said})" if said else "")]
             return result
         if status == "SHA256":
             raise RknnError(ENV, f"{self.where}: the uploaded .rknn has sha256 {result['found'][:12]}..., not the "
