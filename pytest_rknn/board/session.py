@@ -88,7 +88,7 @@ class BoardSession:
         for name in ("result.json", "outputs.npz", "log.txt"):
             (local_dir / name).unlink(missing_ok=True)
             self.connection.get(f"{remote}/{name}", local_dir / name)
-        self.connection.run(f"rm -rf -- {q(remote)}", timeout=60)
+        self.connection.remove_tree(remote)
         if not (local_dir / "result.json").is_file():
             raise RknnError(ENV, f"{self.where}: the runner left no result (exit {answer.status}): "
                                  f"{answer.stderr.strip()[-300:]}")
