@@ -4,8 +4,10 @@ runner, and a test double of rknnlite that computes outputs from the uploaded mo
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
+from pathlib import Path
 
 from conftest import EXAMPLES, MODELS, write_spec
 
@@ -58,8 +60,9 @@ def test_each_injected_fault_gets_its_class_and_the_session_goes_on(board_pytest
            f"killed" in out
     assert re.search(rf"\[BUILD\] none_outputs\[2\.5\.0-board\]: {board}: RKNNLite\.inference\(\) returned None "
                      rf"for 1 of 1 samples \(first: sample 0, random #0\): E ", out)
-    assert re.search(r"\[ACCURACY\] wrong_shape\[2\.5\.0-board\]: output '\w+': shape \(.*\) does not match the "
-                     r"reference", out)
+    assert re.search(r"\[ACCURACY\] wrong_shape\[2\.5\.0-board\]: output 'logits': shape \(1, 9\) does not match the "
+                     r"reference \(1, 10\); the simulator passes, so the board runtime broke it \(board vs simulator "
+                     r"cosine: logits nan, features 0\.9\d+\)", out)
     assert_board_left_clean(test_board, board_pytest.remote_parent)
 
 
@@ -191,3 +194,24 @@ def test_board_results_carry_the_board_fingerprint(board_pytest, pytester):
     result, _ = board_pytest("test_api.py", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_board?2.5.0-sim? PASSED*", "*test_board?2.5.0-board? PASSED*"])
+
+
+def test_the_remote_work_dir_is_private_and_removed_at_the_end(test_board, tmp_path, monkeypatch):
+    from pytest_rknn.board.connection import BoardAddress, SshSettings
+    from pytest_rknn.board.session import BoardSession
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "known_hosts").write_text(test_board.host_key_line + "\n")
+    parent = tmp_path / "remote parent"
+    parent.mkdir()
+    session = BoardSession(BoardAddress(test_board.host, test_board.port), SshSettings(key_path=str(test_board.key_path)),
+                           python=str(test_board.python), workdir_parent=str(parent))
+    info = session.start()
+    workdir = Path(session.workdir)
+    assert workdir.parent == parent and stat.S_IMODE(workdir.stat().st_mode) == 0o700
+    assert (workdir / "runner.py").is_file()
+    assert info.soc == "rk3588" and info.librknnrt.startswith("2.5.0") and info.numpy
+    session.close()
+    session.close()  # twice is harmless
+    assert list(parent.iterdir()) == []
