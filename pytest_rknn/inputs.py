@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -26,6 +26,7 @@ class InputSet:
     layouts: List[Optional[str]]  # 'nchw' / 'nhwc' for 4-D inputs, None for the rest
     samples: List[List[np.ndarray]]  # [sample][input]
     labels: List[str]  # one per sample, for messages
+    image_paths: List[Optional[str]] = field(default_factory=list)  # per sample, from the first image input
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -46,6 +47,7 @@ class _Samples:
     arrays: List[np.ndarray]
     labels: List[str]
     layout: Optional[str]
+    paths: Optional[List[str]] = None  # image files, for image inputs
 
 
 def prepare_inputs(spec: Spec, model: ModelInfo) -> InputSet:
@@ -152,7 +154,7 @@ def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput) -> 
         if source.layout == "nchw":
             pixels = pixels.transpose(2, 0, 1)
         arrays.append(np.ascontiguousarray(pixels[None]).astype(source.dtype))
-    return _Samples(arrays, [Path(p).name for p in paths], source.layout)
+    return _Samples(arrays, [Path(p).name for p in paths], source.layout, paths)
 
 
 def _letterbox(image, size: Tuple[int, int], pad: int) -> np.ndarray:
@@ -248,4 +250,6 @@ def _zip_samples(spec: Spec, model: ModelInfo, per_input: List[_Samples]) -> Inp
         samples.append(picked)
         labels.append(" + ".join(dict.fromkeys(names)))
     layouts = [s.layout if len(t.shape) == 4 else None for t, s in zip(model.inputs, per_input)]
-    return InputSet([t.name for t in model.inputs], layouts, samples, labels)
+    images = next((s.paths for s in per_input if s.paths), None)
+    image_paths = [images[i if len(images) > 1 else 0] for i in range(count)] if images else [None] * count
+    return InputSet([t.name for t in model.inputs], layouts, samples, labels, image_paths)

@@ -18,7 +18,17 @@ def summary_row(result: RunResult) -> Dict:
         "cosine": {m.name: m.worst_cosine for m in result.outputs},
         "vs_sim": {m.name: m.vs_sim_cosine for m in result.outputs if m.vs_sim_cosine is not None},
         "message": result.message,
+        "map50": _map50_text(result.detection),
     }
+
+
+def _map50_text(detection) -> str:
+    """mAP@0.5 against ground truth (onnxruntime's in brackets), else agreement with onnxruntime."""
+    if detection is None:
+        return ""
+    if detection.map50 is not None:
+        return f"{detection.map50:.3f} (ort {detection.ref_map50:.3f})"
+    return f"agree {detection.agreement_map50:.3f}"
 
 
 def _cosine_text(cosines: Dict[str, float]) -> str:
@@ -32,14 +42,15 @@ def _cosine_text(cosines: Dict[str, float]) -> str:
 
 
 def summary_table(rows: List[Dict]) -> List[str]:
-    header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "outcome", "class"]
+    header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "mAP@0.5", "outcome", "class"]
     body = [[r["spec"], r["version"], r["backend"], _cosine_text(r["cosine"]), _cosine_text(r.get("vs_sim", {})),
-             r["outcome"], r["class"] or "-"]
+             r.get("map50") or "-", r["outcome"], r["class"] or "-"]
             for r in sorted(rows, key=lambda r: (r["spec"], r["version"], r["backend"] != "sim", r["backend"]))]
-    if not any(r.get("vs_sim") for r in rows):  # no board items: drop the empty column
-        header.pop(4)
-        for row in body:
-            row.pop(4)
+    for column, key in ((5, "map50"), (4, "vs_sim")):  # drop columns no row fills
+        if not any(r.get(key) for r in rows):
+            header.pop(column)
+            for row in body:
+                row.pop(column)
     widths = [max(len(str(row[i])) for row in [header] + body) for i in range(len(header))]
     fmt = lambda row: "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
     return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in body]

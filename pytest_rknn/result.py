@@ -70,6 +70,7 @@ class RunResult:
     rknn_sha256: Optional[str] = None
     toolkit_version: Optional[str] = None
     board: Optional[dict] = None  # board items: the board's preflight fingerprint
+    detection: Optional[object] = None  # with checks.yolov5: a detection.check.DetectionMetrics
     timings: Dict[str, float] = field(default_factory=dict)
 
     @property

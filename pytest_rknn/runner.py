@@ -16,6 +16,8 @@ import numpy as np
 from .board.preflight import check_target
 from .board.session import BoardPool
 from .checks import evaluate
+from .detection.check import DetectionSetup, Detections, detect, run_detection_check
+from .detection.check import setup as detection_setup
 from .errors import ACCURACY, BUILD, RknnError, SpecError
 from .inputs import InputSet, expand_paths, prepare_inputs
 from .jobdir import read_outputs, write_job
@@ -40,6 +42,7 @@ class Prepared:
     inputs: InputSet
     reference: List[List[np.ndarray]]
     seconds: float
+    detection: Optional[Tuple[DetectionSetup, Detections]] = None  # with checks.yolov5: setup, onnxruntime's
 
 
 @dataclass
@@ -137,7 +140,11 @@ class RknnRunner:
                             "point `model:` at an .onnx file") from None
         inputs = prepare_inputs(spec, model)
         reference = run_reference(spec, model, inputs)
-        return Prepared(model, inputs, reference, time.monotonic() - started)
+        detection = None
+        if spec.checks.yolov5 is not None:
+            setup = detection_setup(spec, model, inputs, [o.shape for o in reference[0]])
+            detection = (setup, detect(setup, reference))
+        return Prepared(model, inputs, reference, time.monotonic() - started, detection)
 
     def simulate(self, spec: Spec, prepared: Prepared, version: str) -> Executed:
         key = (str(spec.path), spec.config_hash(), version)
@@ -205,6 +212,11 @@ class RknnRunner:
             for metrics, against_sim in zip(result.outputs, vs_sim):
                 metrics.vs_sim_cosine = against_sim.worst_cosine
         result.failures = evaluate(spec, result.outputs)
+        if prepared.detection is not None and all(m.shape_ok for m in result.outputs):
+            setup, reference_detections = prepared.detection
+            result.detection, failures = run_detection_check(setup, names, prepared.reference, reference_detections,
+                                                             executed.outputs, executed.job_dir / "overlays")
+            result.failures += failures
         if result.failures:
             more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
             result.failure_class = ACCURACY

@@ -143,9 +143,28 @@ def _threshold_shorthand(key):
     return expand
 
 
+class YoloV5Check(_Strict):
+    """Judge a YOLOv5 detector by what it detects, against onnxruntime in the same run
+    and, with `labels`, against ground truth."""
+
+    layout: Literal["auto", "heads", "single"] = "auto"
+    anchors: Optional[List[List[float]]] = None  # default: YOLOv5's
+    strides: Optional[List[int]] = None  # default: 8, 16, 32
+    conf_threshold: float = Field(0.25, ge=0.0, le=1.0)
+    iou_threshold: float = Field(0.45, ge=0.0, le=1.0)
+    max_detections: int = Field(300, ge=1)
+    count_tolerance: Optional[int] = Field(1, ge=0)  # per image, |n - n_onnxruntime|
+    labels: Optional[str] = None  # a COCO json, or a folder of YOLO txt files
+    map50_ratio: Optional[float] = Field(None, gt=0.0)  # RKNN mAP@0.5 >= ratio * onnxruntime's
+    max_map50_drop: Optional[float] = Field(None, ge=0.0)  # onnxruntime mAP@0.5 - RKNN's <= drop
+    min_agreement_map50: Optional[float] = Field(None, ge=0.0, le=1.0)  # vs onnxruntime's detections
+    overlays: int = Field(3, ge=0)  # pictures of the worst images
+
+
 class ChecksSpec(_Strict):
     cosine: CosineCheck = CosineCheck()
     max_abs: Optional[MaxAbsCheck] = None
+    yolov5: Optional[YoloV5Check] = None
 
     _cos = field_validator("cosine", mode="before")(_threshold_shorthand("min"))
     _abs = field_validator("max_abs", mode="before")(_threshold_shorthand("max"))

@@ -1,0 +1,187 @@
+"""The `checks.yolov5` check: detections of a backend against onnxruntime's (same run) and
+against ground truth, with per-slice cosines and pictures of the worst images."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import SpecError
+from ..metrics import cosine
+from ..spec import ImageInput, Spec, YoloV5Check
+from . import yolov5
+from .geometry import to_original
+from .labels import load_ground_truth
+from .metrics import agreement_map, coco_map
+from .nms import non_max_suppression
+from .overlay import draw_side_by_side
+
+Detections = Dict[str, np.ndarray]  # image name -> (M, 6): x1, y1, x2, y2, score, class
+
+
+@dataclass
+class DetectionMetrics:
+    layout: str
+    counts: List[Tuple[str, int, int]]  # image, detections, onnxruntime's detections
+    map50: Optional[float] = None  # against ground truth (None without labels)
+    map: Optional[float] = None
+    ref_map50: Optional[float] = None  # onnxruntime's, against the same ground truth
+    ref_map: Optional[float] = None
+    agreement_map50: float = float("nan")  # against onnxruntime's detections
+    agreement_map: float = float("nan")
+    slice_cosines: Dict[str, Dict[str, float]] = field(default_factory=dict)  # output -> slice -> worst cosine
+    overlays: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DetectionSetup:
+    """Everything about a spec that detection needs, checked once."""
+
+    check: YoloV5Check
+    layout: str
+    input_hw: Tuple[int, int]
+    letterboxed: bool
+    image_paths: List[str]
+    ground_truth: Optional[dict]
+    class_names: Optional[List[str]]
+    num_classes: int
+
+
+def setup(spec: Spec, model, inputs, output_shapes) -> DetectionSetup:
+    check = spec.checks.yolov5
+    field_name = "checks.yolov5"
+    images = [(name, source) for name, source in spec.inputs.items() if isinstance(source, ImageInput)]
+    if len(model.inputs) != 1 or not images:
+        raise SpecError(spec.path, field_name, "needs a model with one image input given as `images:`",
+                        "write `inputs: {images: {images: 'val/*.jpg', letterbox: 640}}`")
+    source = images[0][1]
+    try:
+        layout = yolov5.detect_layout(output_shapes) if check.layout == "auto" else check.layout
+    except ValueError as exc:
+        raise SpecError(spec.path, f"{field_name}.layout", str(exc)) from None
+    tensor = model.inputs[0]
+    input_hw = tuple(source.letterbox or source.size or (tensor.shape[2], tensor.shape[3]))
+    ground_truth, class_names = None, None
+    if check.labels:
+        labels_path = spec.resolve(check.labels)
+        if not labels_path.exists():
+            raise SpecError(spec.path, f"{field_name}.labels", f"not found: {labels_path}",
+                            "give a COCO json or a folder of YOLO txt files, relative to the spec")
+        try:
+            ground_truth, class_names = load_ground_truth(labels_path, inputs.image_paths)
+        except ValueError as exc:
+            raise SpecError(spec.path, f"{field_name}.labels", str(exc)) from None
+    return DetectionSetup(check, layout, input_hw, bool(source.letterbox), list(inputs.image_paths), ground_truth,
+                          class_names, yolov5.num_classes(output_shapes, layout))
+
+
+def detect(setup: DetectionSetup, outputs: List[List[np.ndarray]]) -> Detections:
+    """Decode, NMS and map back to original image coordinates, per sample."""
+    from PIL import Image
+
+    check = setup.check
+    anchors = check.anchors or yolov5.DEFAULT_ANCHORS
+    strides = check.strides or yolov5.DEFAULT_STRIDES
+    found = {}
+    for path, sample in zip(setup.image_paths, outputs):
+        pred = yolov5.decode(sample, setup.layout, anchors, strides)
+        boxes = non_max_suppression(pred, check.conf_threshold, check.iou_threshold, check.max_detections)
+        with Image.open(path) as image:
+            original_hw = (image.height, image.width)
+        boxes = boxes.copy()
+        boxes[:, :4] = to_original(boxes[:, :4], original_hw, setup.input_hw, setup.letterboxed)
+        found[Path(path).name] = boxes
+    return found
+
+
+def slice_cosines(setup: DetectionSetup, names, reference, outputs) -> Dict[str, Dict[str, float]]:
+    """Worst-sample cosine of each part of each output: a broken box scale shows here."""
+    result = {}
+    for k, name in enumerate(names):
+        worst: Dict[str, float] = {}
+        for ref_sample, out_sample in zip(reference, outputs):
+            ref_parts = yolov5.split_slices(ref_sample[k], setup.layout)
+            out_parts = yolov5.split_slices(out_sample[k], setup.layout)
+            for part, ref_values in ref_parts.items():
+                value = cosine(out_parts[part], ref_values)
+                previous = worst.get(part, math.inf)
+                worst[part] = value if math.isnan(value) or value < previous else previous
+        result[name] = worst
+    return result
+
+
+def evaluate_detection(setup: DetectionSetup, reference_detections: Detections, detections: Detections,
+                       metrics: DetectionMetrics) -> List[str]:
+    """Fill the mAP figures into `metrics`; return one line per violated gate."""
+    check = setup.check
+    metrics.agreement_map50, metrics.agreement_map = _pair(agreement_map(detections, reference_detections,
+                                                                         setup.num_classes))
+    if setup.ground_truth is not None:
+        metrics.map50, metrics.map = _pair(coco_map(detections, setup.ground_truth, setup.num_classes))
+        metrics.ref_map50, metrics.ref_map = _pair(coco_map(reference_detections, setup.ground_truth,
+                                                            setup.num_classes))
+        value, reference, what = metrics.map50, metrics.ref_map50, "mAP@0.5"
+    else:  # without labels, onnxruntime's detections are the truth (its own score is 1.0)
+        value, reference, what = metrics.agreement_map50, 1.0, "agreement mAP@0.5 with onnxruntime"
+    summary = _map_summary(metrics)
+    failures = []
+    if check.count_tolerance is not None:
+        off = [(image, n, n_ref) for image, n, n_ref in metrics.counts if abs(n - n_ref) > check.count_tolerance]
+        if off:
+            shown = ", ".join(f"{image}: {n} vs {n_ref}" for image, n, n_ref in off[:5])
+            more = f", and {len(off) - 5} more" if len(off) > 5 else ""
+            failures.append(f"yolov5: detection counts differ by more than {check.count_tolerance} on {len(off)} of "
+                            f"{len(metrics.counts)} images (RKNN vs onnxruntime: {shown}{more}); {summary}")
+    if check.map50_ratio is not None and not (value >= check.map50_ratio * reference):
+        failures.append(f"yolov5: {what} {value:.4f} < {check.map50_ratio} x onnxruntime's {reference:.4f}; {summary}")
+    if check.max_map50_drop is not None and not (reference - value <= check.max_map50_drop):
+        failures.append(f"yolov5: {what} dropped by {reference - value:.4f} ({reference:.4f} -> {value:.4f}) > max "
+                        f"{check.max_map50_drop}; {summary}")
+    return failures
+
+
+def _pair(result: dict) -> Tuple[float, float]:
+    return result["map50"], result["map"]
+
+
+def _map_summary(m: DetectionMetrics) -> str:
+    if m.map50 is not None:
+        return f"mAP@0.5 {m.map50:.4f} vs onnxruntime {m.ref_map50:.4f} (ground truth)"
+    return f"agreement mAP@0.5 with onnxruntime {m.agreement_map50:.4f}"
+
+
+def run_detection_check(setup: DetectionSetup, names, reference: List[List[np.ndarray]],
+                        reference_detections: Detections, outputs: List[List[np.ndarray]],
+                        overlay_dir: Path) -> Tuple[DetectionMetrics, List[str]]:
+    started = time.monotonic()
+    # The toolkit may add or drop size-1 axes; the decoder wants the model's own shapes.
+    outputs = [[np.asarray(o).reshape(r.shape) for o, r in zip(out, ref)] for out, ref in zip(outputs, reference)]
+    detections = detect(setup, outputs)
+    counts = [(image, len(detections[image]), len(reference_detections[image])) for image in reference_detections]
+    metrics = DetectionMetrics(layout=setup.layout, counts=counts,
+                               slice_cosines=slice_cosines(setup, names, reference, outputs))
+    failures = evaluate_detection(setup, reference_detections, detections, metrics)
+    metrics.overlays = _draw_worst(setup, reference_detections, detections, counts, overlay_dir)
+    metrics.seconds = time.monotonic() - started
+    return metrics, failures
+
+
+def _draw_worst(setup: DetectionSetup, reference: Detections, detections: Detections, counts, folder: Path):
+    worst = sorted(counts, key=lambda c: (-abs(c[1] - c[2]), c[0]))[: setup.check.overlays]
+    by_name = {Path(p).name: p for p in setup.image_paths}
+    paths = []
+    for rank, (image, _, _) in enumerate(worst):
+        folder.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{rank:02d}_{Path(image).stem}.png"
+        draw_side_by_side(by_name[image], reference[image], detections[image], out, class_names=setup.class_names)
+        paths.append(str(out))
+    return paths
