@@ -8,6 +8,8 @@ import numpy as np
 
 from conftest import EXAMPLES, MODELS, job_dirs, write_spec
 
+from pytest_rknn.toolkit.envs import Provisioner, ToolkitRequest
+
 FAILURE_LINE = re.compile(r"^FAILED \S+::(\S+) - \[(\w+)\]", re.M)
 
 
@@ -141,10 +143,12 @@ def test_specs_run_from_python_with_a_marker_or_the_runner_fixture(run_pytest, p
     result.stdout.fnmatch_lines(["*test_api.py::test_marker?2.5.0-sim? PASSED*"])
 
 
-def test_a_version_that_cannot_be_provisioned_fails_its_items_only(run_pytest, pytester):
+def test_a_version_that_cannot_be_provisioned_fails_its_items_only(run_pytest, pytester, toolkit_cache, tmp_path):
     shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
     write_spec(pytester.path, "cnn", "model: cnn.onnx\n")
-    result, _ = run_pytest("--rknn-toolkit=2.5.0,9.9.9")
+    existing = Provisioner(toolkit_cache).python_for(ToolkitRequest("2.5.0"))
+    # An existing environment named explicitly, and a version that does not exist, in a private cache.
+    result, _ = run_pytest(f"--rknn-toolkit=2.5.0={existing},9.9.9", f"--rknn-toolkit-cache={tmp_path}")
     result.assert_outcomes(passed=1, failed=1)
     assert outcomes(result) == {"cnn[9.9.9-sim]": "ENV"}
     result.stdout.fnmatch_lines(["*[[]ENV[]] cnn[[]9.9.9-sim[]]: cannot provision rknn-toolkit2 9.9.9: *"])
