@@ -62,7 +62,7 @@ class RknnItem(pytest.Item):
 
     def runtest(self):
         if self.spec_error is not None:
-            self.result = RunResult(spec=self.name.split("[")[0], version=self.version, backend=self.backend,
+            self.result = RunResult(spec=spec_name(self.path), version=self.version, backend=self.backend,
                                     failure_class=self.spec_error.failure_class, message=self.spec_error.message)
         else:
             runner: RknnRunner = self.config.stash[RUNNER_KEY]

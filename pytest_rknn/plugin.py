@@ -13,6 +13,7 @@ from .runner import SIM, RknnRunner
 from .session import build_runner
 from .spec import SPEC_SUFFIX
 
+
 def pytest_addhooks(pluginmanager):
     from . import hooks
 
@@ -26,7 +27,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "rknn: an RKNN model check (added to every spec item)")
     config.addinivalue_line("markers", "rknn_spec(spec): the spec (a path relative to the test file, or a dict) "
-                                       "that the rknn_result fixture runs, once per --rknn-toolkit version")
+                                       "that the rknn_result fixture runs, once per toolkit version and backend")
     config.stash[RUNNER_KEY] = build_runner(config)
 
 
