@@ -28,9 +28,9 @@ def assert_board_left_clean(test_board, remote_parent):
 
 def test_the_example_suite_passes_on_the_board_next_to_the_simulator(board_pytest, test_board):
     result, _ = board_pytest(str(EXAMPLES))
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=14)
     out = result.stdout.str()
-    for spec in ("cnn", "cnn_int8", "two_input", "dynamic", "avgpool"):
+    for spec in ("cnn", "cnn_int8", "two_input", "dynamic", "avgpool", "yolov5_heads_int8", "yolov5_single"):
         assert re.search(rf"^{spec}\s+2\.5\.0\s+sim\s+.*passed", out, re.M), spec
         # Board rows show the board's cosine against onnxruntime and against the simulator.
         row = re.search(rf"^{spec}\s+2\.5\.0\s+board\s+(.*)passed", out, re.M)

@@ -30,9 +30,9 @@ def pytest_sessionfinish(session):
 def test_the_example_suite_runs_every_spec_in_every_version(run_pytest, pytester):
     pytester.makepyfile(rknn_probe=PROBE)
     result, basetemp = run_pytest(str(EXAMPLES), "--rknn-toolkit=2.3.2,2.5.0", "-p", "rknn_probe")
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=14)
     out = result.stdout.str()
-    for spec in ("cnn", "cnn_int8", "two_input", "dynamic", "avgpool"):
+    for spec in ("cnn", "cnn_int8", "two_input", "dynamic", "avgpool", "yolov5_heads_int8", "yolov5_single"):
         for version in ("2.3.2", "2.5.0"):
             assert re.search(rf"^{spec}\s+{re.escape(version)}\s+sim\s+.*passed", out, re.M), (spec, version)
             # Both versions really ran: each job's log names its own toolkit.
