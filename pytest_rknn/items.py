@@ -9,7 +9,7 @@ import pytest
 
 from .errors import RknnError
 from .result import RunResult
-from .report import summary_row
+from .report import junit_properties, summary_row
 from .runner import RknnRunner
 from .spec import Spec, load_spec, spec_name
 
@@ -24,6 +24,15 @@ class RknnFailure(Exception):
     def __init__(self, result: RunResult):
         super().__init__(result.message)
         self.result = result
+
+
+ROW_ATTRIBUTE = "rknn_row"  # on items and their call reports: the summary row
+
+
+def record_result(item: pytest.Item, result: RunResult) -> None:
+    """Keep the summary row for the terminal table and put the metrics into the JUnit XML."""
+    setattr(item, ROW_ATTRIBUTE, summary_row(result))
+    item.user_properties.extend(junit_properties(result))
 
 
 def failure_text(result: RunResult) -> str:
@@ -67,7 +76,7 @@ class RknnItem(pytest.Item):
         else:
             runner: RknnRunner = self.config.stash[RUNNER_KEY]
             self.result = runner.run(self.spec, self.version, self.backend)
-        self.user_properties.append(("rknn", summary_row(self.result)))
+        record_result(self, self.result)
         for message in self.result.warnings:
             warnings.warn(RknnWarning(message))
         if self.result.log_tail:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from .items import RUNNER_KEY, RknnSpecFile
+from .items import ROW_ATTRIBUTE, RUNNER_KEY, RknnSpecFile, record_result
 from .options import add_options
-from .report import summary_row, summary_table
+from .report import summary_table
 from .runner import SIM, RknnRunner
 from .session import build_runner
 from .spec import SPEC_SUFFIX
@@ -63,8 +63,17 @@ def rknn_result(request, rknn):
         spec = Path(request.node.path).parent / spec
     version, backend = getattr(request, "param", (None, SIM))
     result = rknn.run(spec, version, backend)
-    request.node.user_properties.append(("rknn", summary_row(result)))
+    record_result(request.node, result)
     return result
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    row = getattr(item, ROW_ATTRIBUTE, None)
+    if call.when == "call" and row is not None:
+        # An attribute of its own: pytest-xdist carries it to the controller, JUnit XML ignores it.
+        setattr(outcome.get_result(), ROW_ATTRIBUTE, row)
 
 
 def pytest_sessionfinish(session):
@@ -72,9 +81,8 @@ def pytest_sessionfinish(session):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    # Rows travel in user_properties, so reports from pytest-xdist workers bring theirs.
     reports = terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
-    rows = [value for r in reports if r.when == "call" for key, value in r.user_properties if key == "rknn"]
+    rows = [getattr(r, ROW_ATTRIBUTE) for r in reports if r.when == "call" and hasattr(r, ROW_ATTRIBUTE)]
     if rows:
         terminalreporter.section("rknn summary")
         for line in summary_table(rows):

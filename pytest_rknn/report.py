@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from .result import RunResult, format_cosine
 
@@ -20,6 +20,31 @@ def summary_row(result: RunResult) -> Dict:
         "message": result.message,
         "map50": _map50_text(result.detection),
     }
+
+
+def junit_properties(result: RunResult) -> List[Tuple[str, str]]:
+    """Flat name/value pairs for the JUnit XML <properties> of an item."""
+    props = [("rknn.version", result.version), ("rknn.backend", result.backend),
+             ("rknn.outcome", "passed" if result.passed else "failed")]
+    if result.failure_class:
+        props.append(("rknn.class", result.failure_class))
+    if result.toolkit_version:
+        props.append(("rknn.toolkit_version", result.toolkit_version))
+    if result.rknn_sha256:
+        props.append(("rknn.rknn_sha256", result.rknn_sha256))
+    for m in result.outputs:
+        props.append((f"rknn.cosine.{m.name}", f"{m.worst_cosine:.8f}"))
+        props.append((f"rknn.max_abs.{m.name}", f"{m.max_abs:.6g}"))
+        if m.vs_sim_cosine is not None:
+            props.append((f"rknn.vs_sim_cosine.{m.name}", f"{m.vs_sim_cosine:.8f}"))
+    if result.detection is not None:
+        d = result.detection
+        for key in ("map50", "map", "ref_map50", "ref_map", "agreement_map50", "agreement_map"):
+            if getattr(d, key) is not None:
+                props.append((f"rknn.yolov5.{key}", f"{getattr(d, key):.4f}"))
+    if result.board:
+        props += [(f"rknn.board.{k}", str(v)) for k, v in result.board.items() if v and k != "compatible"]
+    return props
 
 
 def _map50_text(detection) -> str:

@@ -174,3 +174,22 @@ def test_every_option_has_an_ini_twin_and_the_command_line_wins(run_pytest, pyte
     names = lambda result: re.findall(r"::(\S+)$", result.stdout.str(), re.M)
     assert names(run_pytest("--collect-only", "-q")[0]) == ["cnn[2.3.2-sim]", "cnn[2.5.0-sim]"]
     assert names(run_pytest("--collect-only", "-q", "--rknn-toolkit=2.5.0")[0]) == ["cnn[2.5.0-sim]"]
+
+
+def test_metrics_go_into_junit_xml_and_the_summary_survives_xdist(run_pytest, pytester, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
+    write_spec(pytester.path, "a", "model: cnn.onnx\n")
+    write_spec(pytester.path, "b", "model: cnn.onnx\ninputs: {images: {random: [0, 1], seed: 5}}\n")
+    junit = tmp_path / "junit.xml"
+    result, _ = run_pytest("-n", "2", f"--junitxml={junit}")
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    assert re.search(r"^a\s+2\.5\.0\s+sim\s+logits 0\.9", out, re.M) and re.search(r"^b\s+2\.5\.0\s+sim", out, re.M)
+    cases = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+             for case in ET.parse(junit).getroot().iter("testcase")}
+    props = cases["a[2.5.0-sim]"]
+    assert props["rknn.version"] == "2.5.0" and props["rknn.outcome"] == "passed"
+    assert float(props["rknn.cosine.logits"]) > 0.999 and float(props["rknn.max_abs.features"]) < 0.05
+    assert len(props["rknn.rknn_sha256"]) == 64 and "rknn" not in props
