@@ -19,7 +19,7 @@ from .checks import evaluate
 from .detection.check import DetectionSetup, Detections, detect, run_detection_check
 from .detection.check import setup as detection_setup
 from .errors import ACCURACY, BUILD, RknnError, SpecError
-from .inputs import InputSet, expand_paths, prepare_inputs
+from .inputs import InputSet, prepare_inputs
 from .jobdir import read_outputs, write_job
 from .logs import error_lines, log_tail, read_log
 from .metrics import compare_outputs
@@ -27,6 +27,7 @@ from .onnx_model import ModelInfo, read_model_info
 from .reference import run_reference
 from .result import RunResult, format_cosine
 from .spec import QuantizeSpec, Spec, load_spec, spec_from_dict
+from .toolkit.calibration import write_dataset
 from .toolkit import client
 from .toolkit.envs import Provisioner, ToolkitRequest
 
@@ -246,41 +247,3 @@ def _unwrap(value):
     if isinstance(value, RknnError):
         raise value
     return value
-
-
-def write_dataset(spec: Spec, model: ModelInfo, job_dir: Path) -> Optional[str]:
-    """The calibration list as the toolkit wants it: one sample a line, absolute paths,
-    several space-separated paths for a multi-input model."""
-    quantize = spec.convert.quantize
-    if not isinstance(quantize, QuantizeSpec):
-        return None
-    dataset = quantize.dataset
-    if isinstance(dataset, dict):
-        names = [t.name for t in model.inputs]
-        for name in dataset:
-            if name not in names:
-                raise SpecError(spec.path, f"convert.quantize.dataset.{name}", f"the model has no input '{name}'",
-                                f"its inputs are: {', '.join(names)}")
-        missing = [n for n in names if n not in dataset]
-        if missing:
-            raise SpecError(spec.path, "convert.quantize.dataset", f"no calibration data for input '{missing[0]}'",
-                            "give a glob or list for every model input")
-        columns = [expand_paths(spec, f"convert.quantize.dataset.{n}", dataset[n]) for n in names]
-        if len({len(c) for c in columns}) != 1:
-            counts = ", ".join(f"'{n}' {len(c)}" for n, c in zip(names, columns))
-            raise SpecError(spec.path, "convert.quantize.dataset", f"inputs have different numbers of files ({counts})",
-                            "give every input the same number of calibration files")
-        rows = [list(row) for row in zip(*columns)]
-    else:
-        if len(model.inputs) > 1:
-            raise SpecError(spec.path, "convert.quantize.dataset", "the model has several inputs",
-                            "give one glob or list per input: `dataset: {input_name: 'calib/*.npy', ...}`")
-        rows = [[p] for p in expand_paths(spec, "convert.quantize.dataset", dataset)]
-    for row in rows:
-        for path in row:
-            if " " in path:
-                raise SpecError(spec.path, "convert.quantize.dataset", f"the toolkit cannot read a path with a space: "
-                                                                       f"{path}", "rename the file or its folder")
-    path = job_dir / "dataset.txt"
-    path.write_text("".join(" ".join(row) + "\n" for row in rows))
-    return str(path)
