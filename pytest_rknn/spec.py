@@ -10,7 +10,7 @@ import copy
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
@@ -119,8 +119,7 @@ class ConvertSpec(BaseModel):
 
     def config_kwargs(self) -> Dict[str, Any]:
         """The arguments for `rknn.config`, without our own `quantize`."""
-        kwargs = self.model_dump(exclude={"quantize"}, exclude_none=True)
-        return kwargs
+        return self.model_dump(exclude={"quantize"}, exclude_none=True)
 
 
 # ---------------------------------------------------------------- checks
@@ -219,10 +218,10 @@ class Spec:
         """This spec with `versions[version]` merged over it."""
         overrides = self.raw.get("versions", {}).get(version)
         if not overrides:
-            return _replace_version(self, version)
+            return replace(self, version=version)
         merged = _deep_merge({k: v for k, v in self.raw.items() if k != "versions"}, overrides)
         spec = _build(merged, self.path, self.base_dir, self.name, where=f"versions.{version}.")
-        return _replace_version(spec, version)
+        return replace(spec, version=version)
 
     def resolve(self, relative: str) -> Path:
         return (self.base_dir / relative).resolve()
@@ -231,12 +230,6 @@ class Spec:
         """Hash of everything that decides the build and the check, for caching and baselines."""
         body = {k: v for k, v in self.raw.items() if k != "versions"}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _replace_version(spec: Spec, version: str) -> Spec:
-    from dataclasses import replace
-
-    return replace(spec, version=version)
 
 
 def spec_name(path: Path) -> str:

@@ -16,11 +16,13 @@ from ..logs import error_lines, last_step, log_tail, read_log, signal_name
 
 WORKER = Path(__file__).with_name("worker.py")
 KILL_GRACE_SECONDS = 5.0
+
+
 def run_worker(python: str, job_dir: Path, timeout: float, what: str) -> dict:
     """Run the worker to completion; return result.json, or raise RknnError with the class.
     A result with status SPEC (a convert key the installed toolkit does not know) is returned.
 
-    `what` names the job in messages, e.g. "cnn with rknn-toolkit2 2.5.0".
+    `what` names the job in messages, e.g. "rknn-toolkit2 2.5.0".
     """
     for stale in ("result.json", "outputs.npz"):
         (job_dir / stale).unlink(missing_ok=True)
