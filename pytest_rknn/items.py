@@ -9,7 +9,7 @@ import pytest
 
 from .errors import RknnError
 from .result import RunResult
-from .report import junit_properties, summary_row
+from .report import junit_properties
 from .runner import RknnRunner
 from .spec import Spec, load_spec, spec_name
 
@@ -26,17 +26,18 @@ class RknnFailure(Exception):
         self.result = result
 
 
-ROW_ATTRIBUTE = "rknn_row"  # on items and their call reports: the summary row
+RECORD_ATTRIBUTE = "rknn_record"  # on items and their call reports: RunResult.to_record() and the node id
 
 
 def record_result(item: pytest.Item, result: RunResult) -> None:
-    """Keep the summary row for the terminal table and put the metrics into the JUnit XML."""
-    setattr(item, ROW_ATTRIBUTE, summary_row(result))
+    """Keep the result's record for the reports and put the metrics into the JUnit XML."""
+    setattr(item, RECORD_ATTRIBUTE, {**result.to_record(), "nodeid": item.nodeid})
     item.user_properties.extend(junit_properties(result))
 
 
 def failure_text(result: RunResult) -> str:
-    lines = [f"[{result.failure_class}] {result.spec}[{result.version}-{result.backend}]: {result.message}"]
+    more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+    lines = [f"[{result.failure_class}] {result.spec}[{result.version}-{result.backend}]: {result.message}{more}"]
     lines += [f"  {line}" for line in result.failures[1:]]
     if result.log_path:
         lines.append(f"  log: {result.log_path}")
@@ -72,7 +73,8 @@ class RknnItem(pytest.Item):
     def runtest(self):
         if self.spec_error is not None:
             self.result = RunResult(spec=spec_name(self.path), version=self.version, backend=self.backend,
-                                    failure_class=self.spec_error.failure_class, message=self.spec_error.message)
+                                    failure_class=self.spec_error.failure_class, message=self.spec_error.message,
+                                    spec_path=self.path)
         else:
             runner: RknnRunner = self.config.stash[RUNNER_KEY]
             self.result = runner.run(self.spec, self.version, self.backend)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
@@ -70,6 +71,17 @@ OPTIONS = [
            _positive_float, metavar="SECONDS"),
     Option("--rknn-board-insecure", "accept any board host key instead of verifying it against known_hosts",
            False, is_flag=True),
+    Option("--rknn-baseline", "compare every item's metrics with the baseline recorded in DIR (one JSON file per "
+                              "spec; keep it in git)", None, metavar="DIR"),
+    Option("--rknn-baseline-update", "record this run's metrics into the --rknn-baseline DIR instead of comparing",
+           False, is_flag=True),
+    Option("--rknn-compare-to", "upgrade gate: compare every other version's items with this version's results "
+                                "(from this run, else the baseline, else run it), within the spec's `gate:`",
+           None, metavar="VERSION"),
+    Option("--rknn-json", "write every item's result, metrics, fingerprint and timings to this JSON file",
+           None, metavar="PATH"),
+    Option("--rknn-html", "write a self-contained HTML report (tables, charts, detection overlays) to this file",
+           None, metavar="PATH"),
 ]
 
 
@@ -102,8 +114,19 @@ def get_option(config: pytest.Config, flag: str):
         raise pytest.UsageError(f"{source}: {exc}") from None
 
 
-def cache_dir(config: pytest.Config):
-    from pathlib import Path
+def get_path_option(config: pytest.Config, flag: str) -> Optional[Path]:
+    """A path option: relative to the current directory on the command line, to the ini file's folder in it."""
+    option = next(o for o in OPTIONS if o.flag == flag)
+    value = config.getoption(option.ini)
+    base = config.invocation_params.dir
+    if value is None:
+        value = config.getini(option.ini)
+        base = config.inipath.parent if config.inipath else config.rootpath
+    if not value:
+        return None
+    return (Path(base) / Path(value).expanduser()).resolve()
 
+
+def cache_dir(config: pytest.Config):
     value = get_option(config, "--rknn-toolkit-cache")
     return Path(value).expanduser() if value else default_cache_dir()

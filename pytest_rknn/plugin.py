@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from .items import ROW_ATTRIBUTE, RUNNER_KEY, RknnSpecFile, record_result
+from .items import RECORD_ATTRIBUTE, RUNNER_KEY, RknnSpecFile, record_result
 from .options import add_options
+from .recording import SessionRecords
 from .report import summary_table
 from .runner import SIM, RknnRunner
-from .session import build_runner
+from .session import build_outputs, build_runner, parse_toolkits
 from .spec import SPEC_SUFFIX
+
+RECORDS_KEY = pytest.StashKey[SessionRecords]()
 
 
 def pytest_addhooks(pluginmanager):
@@ -28,7 +31,10 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "rknn: an RKNN model check (added to every spec item)")
     config.addinivalue_line("markers", "rknn_spec(spec): the spec (a path relative to the test file, or a dict) "
                                        "that the rknn_result fixture runs, once per toolkit version and backend")
-    config.stash[RUNNER_KEY] = build_runner(config)
+    outputs = build_outputs(config, [t.version for t in parse_toolkits(config)])
+    config.stash[RUNNER_KEY] = build_runner(config, outputs)
+    config.stash[RECORDS_KEY] = SessionRecords(outputs)
+    config.pluginmanager.register(config.stash[RECORDS_KEY], "rknn-records")
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -70,20 +76,22 @@ def rknn_result(request, rknn):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    row = getattr(item, ROW_ATTRIBUTE, None)
-    if call.when == "call" and row is not None:
+    record = getattr(item, RECORD_ATTRIBUTE, None)
+    if call.when == "call" and record is not None:
         # An attribute of its own: pytest-xdist carries it to the controller, JUnit XML ignores it.
-        setattr(outcome.get_result(), ROW_ATTRIBUTE, row)
+        setattr(outcome.get_result(), RECORD_ATTRIBUTE, record)
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
     session.config.stash[RUNNER_KEY].close()
+    session.config.stash[RECORDS_KEY].finish(session.config, exitstatus)
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    reports = terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
-    rows = [getattr(r, ROW_ATTRIBUTE) for r in reports if r.when == "call" and hasattr(r, ROW_ATTRIBUTE)]
-    if rows:
+    records = config.stash[RECORDS_KEY]
+    if records.records:
         terminalreporter.section("rknn summary")
-        for line in summary_table(rows):
+        for line in summary_table(records.records):
             terminalreporter.write_line(line)
+    for line in records.written:
+        terminalreporter.write_line(f"pytest-rknn: {line}")

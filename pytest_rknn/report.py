@@ -1,25 +1,10 @@
-"""The terminal summary: one table of spec x version x backend."""
+"""The terminal summary (one table of spec x version x backend) and the JUnit XML properties."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .result import RunResult, format_cosine
-
-
-def summary_row(result: RunResult) -> Dict:
-    """A JSON-able row; travels in report.user_properties so pytest-xdist workers deliver it too."""
-    return {
-        "spec": result.spec,
-        "version": result.version,
-        "backend": result.backend,
-        "outcome": "passed" if result.passed else "failed",
-        "class": result.failure_class or "",
-        "cosine": {m.name: m.worst_cosine for m in result.outputs},
-        "vs_sim": {m.name: m.vs_sim_cosine for m in result.outputs if m.vs_sim_cosine is not None},
-        "message": result.message,
-        "map50": _map50_text(result.detection),
-    }
 
 
 def junit_properties(result: RunResult) -> List[Tuple[str, str]]:
@@ -44,35 +29,82 @@ def junit_properties(result: RunResult) -> List[Tuple[str, str]]:
                 props.append((f"rknn.yolov5.{key}", f"{getattr(d, key):.4f}"))
     if result.board:
         props += [(f"rknn.board.{k}", str(v)) for k, v in result.board.items() if v and k != "compatible"]
+    for key in ("model_sha256", "config_hash"):
+        if result.fingerprint.get(key):
+            props.append((f"rknn.{key}", result.fingerprint[key]))
+    props += [(f"rknn.host.{name}", version) for name, version in result.fingerprint.get("host", {}).items()]
+    for comparison in result.comparisons:
+        prefix = f"rknn.vs.{comparison['against']}"
+        if comparison.get("missing"):
+            props.append((prefix, "missing"))
+        for name, delta in comparison.get("deltas", {}).items():
+            props.append((f"{prefix}.{name}", f"{delta['delta']:+.6g}"))
     return props
 
 
-def _map50_text(detection) -> str:
+def _map50_text(detection: Optional[dict]) -> str:
     """mAP@0.5 against ground truth (onnxruntime's in brackets), else agreement with onnxruntime."""
-    if detection is None:
+    if not detection:
         return ""
-    if detection.map50 is not None:
-        return f"{detection.map50:.3f} (ort {detection.ref_map50:.3f})"
-    return f"agree {detection.agreement_map50:.3f}"
+    if detection.get("map50") is not None:
+        return f"{detection['map50']:.3f} (ort {detection['ref_map50']:.3f})"
+    return f"agree {float(detection['agreement_map50']):.3f}"
 
 
-def _cosine_text(cosines: Dict[str, float]) -> str:
+def _cosine_text(metrics: Dict[str, float], prefix: str) -> str:
+    cosines = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
     if not cosines:
         return "-"
     if len(cosines) == 1:
-        return format_cosine(next(iter(cosines.values())))
-    return "  ".join(f"{name} {format_cosine(value)}" for name, value in cosines.items())
+        return format_cosine(_float(next(iter(cosines.values()))))
+    return "  ".join(f"{name} {format_cosine(_float(value))}" for name, value in cosines.items())
 
 
+def _float(value) -> float:
+    return float(value)  # NaN travels as the string "nan"
 
 
-def summary_table(rows: List[Dict]) -> List[str]:
-    header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "mAP@0.5", "outcome", "class"]
-    body = [[r["spec"], r["version"], r["backend"], _cosine_text(r["cosine"]), _cosine_text(r.get("vs_sim", {})),
-             r.get("map50") or "-", r["outcome"], r["class"] or "-"]
-            for r in sorted(rows, key=lambda r: (r["spec"], r["version"], r["backend"] != "sim", r["backend"]))]
-    for column, key in ((5, "map50"), (4, "vs_sim")):  # drop columns no row fills
-        if not any(r.get(key) for r in rows):
+def comparison_text(comparison: dict) -> str:
+    """`cos -0.00031 map50 -0.012!`: the worst change per metric family; `!` where it failed."""
+    if comparison.get("missing"):
+        return "no baseline" if comparison["against"] == "baseline" else "n/a"
+    worst: Dict[str, dict] = {}
+    for name, delta in comparison["deltas"].items():
+        family = name.split(".", 1)[0]
+        shown = family in SHOWN_FAMILIES or delta["failed"]
+        if shown and (family not in worst or _worse(family, delta, worst[family])):
+            worst[family] = delta
+    if "map50" in worst:
+        worst.pop("agreement_map50", None)
+    return "  ".join(f"{SHOWN_FAMILIES.get(f, f)} {_delta_text(d)}" for f, d in worst.items()) or "-"
+
+
+def _delta_text(delta: dict) -> str:
+    return (f"{delta['delta']:+.2g}" if delta["delta"] else "=") + ("!" if delta["failed"] else "")
+
+
+SHOWN_FAMILIES = {"cosine": "cos", "vs_sim_cosine": "vs-sim", "map50": "mAP50", "agreement_map50": "agree50"}
+
+
+def _worse(family: str, a: dict, b: dict) -> bool:
+    if a["failed"] != b["failed"]:
+        return a["failed"]
+    return a["delta"] > b["delta"] if family == "max_abs" else a["delta"] < b["delta"]
+
+
+def summary_table(records: List[Dict]) -> List[str]:
+    against = sorted({c["against"] for r in records for c in r.get("comparisons", [])}, key=lambda a: a != "baseline")
+    header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "mAP@0.5"]
+    header += [f"vs {a}" for a in against] + ["outcome", "class"]
+    body = []
+    for r in sorted(records, key=lambda r: (r["spec"], r["version"], r["backend"] != "sim", r["backend"])):
+        by_against = {c["against"]: c for c in r.get("comparisons", [])}
+        body.append([r["spec"], r["version"], r["backend"], _cosine_text(r["metrics"], "cosine."),
+                     _cosine_text(r["metrics"], "vs_sim_cosine."), _map50_text(r.get("detection")) or "-"]
+                    + [comparison_text(by_against[a]) if a in by_against else "-" for a in against]
+                    + [r["outcome"], r["class"] or "-"])
+    for column in (5, 4):  # drop the board and mAP columns when no row fills them
+        if all(row[column] == "-" for row in body):
             header.pop(column)
             for row in body:
                 row.pop(column)

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .errors import ACCURACY
+
 
 @dataclass
 class OutputMetrics:
@@ -29,7 +31,7 @@ class OutputMetrics:
     notes: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {k: _json_number(v) for k, v in asdict(self).items()}
+        return {k: json_safe(v) for k, v in asdict(self).items()}
 
 
 def format_cosine(value: Optional[float], threshold: Optional[float] = None) -> str:
@@ -44,11 +46,14 @@ def format_cosine(value: Optional[float], threshold: Optional[float] = None) -> 
     return f"{math.floor(value * scale) / scale:.{decimals}f}"
 
 
-def _json_number(value):
+def json_safe(value):
+    """NaN and Inf as strings (JSON has no such numbers), inside lists, tuples and dicts too."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, list):
-        return [_json_number(v) for v in value]
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
     return value
 
 
@@ -72,6 +77,56 @@ class RunResult:
     board: Optional[dict] = None  # board items: the board's preflight fingerprint
     detection: Optional[object] = None  # with checks.yolov5: a detection.check.DetectionMetrics
     timings: Dict[str, float] = field(default_factory=dict)
+    spec_path: Optional[Path] = None
+    fingerprint: Dict[str, object] = field(default_factory=dict)  # see README "Fingerprint"
+    comparisons: List[dict] = field(default_factory=list)  # against the baseline and --rknn-compare-to
+    thresholds: Dict[str, float] = field(default_factory=dict)  # cosine.OUTPUT: the spec's minimum
+
+    def add_failures(self, lines: List[str]) -> None:
+        """Fail the result for these reasons too (an ACCURACY failure if it had passed)."""
+        if lines and self.failure_class is None:
+            self.failure_class = ACCURACY
+            self.message = lines[0]
+        self.failures += lines
+
+    def metrics(self) -> Dict[str, float]:
+        """The comparable numbers, flat: cosine.OUTPUT, max_abs.OUTPUT, vs_sim_cosine.OUTPUT, and
+        with a detector map50, map (against labels) and agreement_map50 (against onnxruntime)."""
+        flat = {}
+        for m in self.outputs:
+            if m.shape_ok and not m.missing:
+                flat[f"cosine.{m.name}"] = m.worst_cosine
+                flat[f"max_abs.{m.name}"] = m.max_abs
+                if m.vs_sim_cosine is not None:
+                    flat[f"vs_sim_cosine.{m.name}"] = m.vs_sim_cosine
+        if self.detection is not None:
+            for key in ("map50", "map", "agreement_map50"):
+                if getattr(self.detection, key) is not None:
+                    flat[key] = getattr(self.detection, key)
+        return flat
+
+    def to_record(self) -> dict:
+        """Everything about this result as plain JSON types (what the JSON and HTML reports hold)."""
+        return {
+            "spec": self.spec,
+            "spec_file": str(self.spec_path) if self.spec_path else None,
+            "version": self.version,
+            "backend": self.backend,
+            "outcome": "passed" if self.passed else "failed",
+            "class": self.failure_class,
+            "message": self.message,
+            "failures": list(self.failures),
+            "warnings": list(self.warnings),
+            "metrics": {k: json_safe(v) for k, v in self.metrics().items()},
+            "outputs": [m.to_dict() for m in self.outputs],
+            "detection": json_safe(self.detection.to_dict()) if self.detection is not None else None,
+            "thresholds": self.thresholds,
+            "comparisons": self.comparisons,
+            "fingerprint": self.fingerprint,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "log": str(self.log_path) if self.log_path else None,
+            "log_tail": self.log_tail,
+        }
 
     @property
     def passed(self) -> bool:

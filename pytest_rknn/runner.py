@@ -6,6 +6,7 @@ The reference runs once per spec (per distinct per-version spec), the worker onc
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ from .board.session import BoardPool
 from .checks import evaluate
 from .detection.check import DetectionSetup, Detections, detect, run_detection_check
 from .detection.check import setup as detection_setup
+from .comparisons import Comparisons
 from .errors import ACCURACY, BUILD, RknnError, SpecError
+from .fingerprint import host_versions
 from .inputs import InputSet, prepare_inputs
 from .jobdir import read_outputs, write_job
 from .logs import error_lines, log_tail, read_log
@@ -59,8 +62,10 @@ class Executed:
 class RknnRunner:
     def __init__(self, provisioner: Provisioner, toolkits: List[ToolkitRequest],
                  work_root: Union[Path, Callable[[], Path]], timeout: float = 600.0, toolkit_verbose: bool = False,
-                 boards: Optional[BoardPool] = None, on_artifact: Callable[..., None] = lambda **kw: None):
+                 boards: Optional[BoardPool] = None, on_artifact: Callable[..., None] = lambda **kw: None,
+                 comparisons: Optional[Comparisons] = None):
         self.provisioner = provisioner
+        self.comparisons = comparisons
         self.boards = boards or BoardPool([], None)
         self.on_artifact = on_artifact
         self.toolkits = {t.version: t for t in toolkits}
@@ -70,6 +75,7 @@ class RknnRunner:
         self._prepared: Dict[Tuple[str, str], Union[Prepared, RknnError]] = {}
         self._simulated: Dict[Tuple[str, str, str], Union[Executed, RknnError]] = {}
         self._on_board: Dict[Tuple[str, str, str], Union[Executed, RknnError]] = {}
+        self._measured: Dict[Tuple[str, str, str, str], RunResult] = {}
 
     @property
     def work_root(self) -> Path:
@@ -93,26 +99,46 @@ class RknnRunner:
     # ------------------------------------------------------------ public
 
     def run(self, spec: Union[Spec, str, Path, dict], version: Optional[str] = None, backend: str = SIM) -> RunResult:
-        """Run one (spec, version, backend) and return its result; never raises for a failed item."""
-        if isinstance(spec, dict):
-            spec = spec_from_dict(spec)
-        elif not isinstance(spec, Spec):
-            spec = load_spec(spec)
+        """Run one (spec, version, backend) and return its result; never raises for a failed item.
+        With a baseline or --rknn-compare-to, the result is also compared against those."""
+        spec = _as_spec(spec)
         version = version or self.versions[0]
-        result = RunResult(spec=spec.name, version=version, backend=backend)
+        result = self.measure(spec, version, backend)
+        if self.comparisons is not None and result.metrics():
+            self.comparisons.apply(spec.for_version(version), result,
+                                   lambda other: self.measure(spec, other, backend))
+        return result
+
+    def measure(self, spec: Union[Spec, str, Path, dict], version: str, backend: str = SIM) -> RunResult:
+        """The result judged by the spec's own checks only; a fresh copy of a cached result."""
+        spec = _as_spec(spec)
+        key = (str(spec.path), spec.config_hash(), version, backend)
+        if key not in self._measured:
+            self._measured[key] = self._measure(spec, version, backend)
+        return copy.deepcopy(self._measured[key])
+
+    def _measure(self, spec: Spec, version: str, backend: str) -> RunResult:
+        result = RunResult(spec=spec.name, version=version, backend=backend, spec_path=spec.path)
+        result.fingerprint["host"] = host_versions()
         try:
             spec_v = spec.for_version(version)
+            result.fingerprint["config_hash"] = spec_v.metrics_config_hash()
+            result.fingerprint["target"] = spec_v.target
             prepared = self.prepare(spec_v)
+            result.fingerprint["model_sha256"] = prepared.model.sha256
             result.timings["reference"] = prepared.seconds
             simulated = self.simulate(spec_v, prepared, version)
             result.rknn_path = simulated.job_dir / simulated.result["rknn"]
             result.rknn_sha256 = simulated.result["rknn_sha256"]
             result.toolkit_version = simulated.result["toolkit_version"]
+            result.fingerprint.update(rknn_sha256=result.rknn_sha256, toolkit_version=result.toolkit_version,
+                                      toolkit_env=simulated.result.get("env", {}))
             result.timings.update(simulated.result["timings"])
             executed = simulated
             if backend == BOARD:
                 executed = self.run_on_board(spec_v, prepared, simulated, version)
                 result.board = executed.result.get("board")
+                result.fingerprint["board"] = result.board
                 result.warnings += executed.result.get("warnings", [])
                 result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
             result.log_path = executed.job_dir / "log.txt"
@@ -199,6 +225,7 @@ class RknnRunner:
         names = [t.name for t in prepared.model.outputs]
         labels = prepared.inputs.labels
         result.outputs = compare_outputs(names, prepared.reference, executed.outputs, labels)
+        result.thresholds = {f"cosine.{n}": spec.checks.cosine.outputs.get(n, spec.checks.cosine.min) for n in names}
         failed = [s for s, outs in enumerate(executed.outputs) if outs is None]
         if failed:
             errors = error_lines(executed.log_lines)
@@ -219,9 +246,8 @@ class RknnRunner:
                                                              executed.outputs, executed.job_dir / "overlays")
             result.failures += failures
         if result.failures:
-            more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
             result.failure_class = ACCURACY
-            result.message = result.failures[0] + more
+            result.message = result.failures[0]
             if executed is not simulated:
                 result.message += "; " + _blame(spec, prepared, simulated, result, names, labels)
 
@@ -233,6 +259,14 @@ def _blame(spec: Spec, prepared: Prepared, simulated: Executed, result: RunResul
     if sim_failures:
         return f"the simulator fails too, so the conversion broke it (board vs simulator cosine: {board_vs_sim})"
     return f"the simulator passes, so the board runtime broke it (board vs simulator cosine: {board_vs_sim})"
+
+
+def _as_spec(spec: Union[Spec, str, Path, dict]) -> Spec:
+    if isinstance(spec, dict):
+        return spec_from_dict(spec)
+    if isinstance(spec, Spec):
+        return spec
+    return load_spec(spec)
 
 
 def _cached_call(fn):

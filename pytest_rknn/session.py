@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import sys
+from typing import List
 
 import pytest
 
 from .board.connection import SshSettings, parse_board_option
+from .baseline import BaselineStore
 from .board.session import BoardPool, BoardSession
+from .comparisons import Comparisons
 from .errors import RknnError
-from .options import cache_dir, get_option
+from .options import cache_dir, get_option, get_path_option
+from .recording import OutputSettings
 from .runner import RknnRunner
-from .toolkit.envs import Provisioner, parse_toolkit_option
+from .toolkit.envs import Provisioner, ToolkitRequest, parse_toolkit_option
 
 
 def terminal_progress(config: pytest.Config):
@@ -31,11 +35,26 @@ def terminal_progress(config: pytest.Config):
     return progress
 
 
-def build_runner(config: pytest.Config) -> RknnRunner:
-    try:
-        toolkits = parse_toolkit_option(str(get_option(config, "--rknn-toolkit")))
-    except RknnError as exc:
-        raise pytest.UsageError(exc.message) from None
+def build_outputs(config: pytest.Config, versions: List[str]) -> OutputSettings:
+    """Baseline, upgrade gate and report options, checked together."""
+    directory = get_path_option(config, "--rknn-baseline")
+    update = get_option(config, "--rknn-baseline-update")
+    if update and directory is None:
+        raise pytest.UsageError("--rknn-baseline-update needs --rknn-baseline=DIR, the folder of baseline files "
+                                "to write (for example --rknn-baseline=rknn-baseline)")
+    if directory is not None and directory.exists() and not directory.is_dir():
+        raise pytest.UsageError(f"--rknn-baseline: {directory} is a file; give a folder for the baseline files")
+    compare_to = get_option(config, "--rknn-compare-to")
+    if compare_to and versions == [compare_to]:
+        raise pytest.UsageError(f"--rknn-compare-to={compare_to} is the only version tested, so there is nothing to "
+                                f"compare; test the new version too, e.g. --rknn-toolkit={compare_to},NEW")
+    baseline = BaselineStore(directory, config.rootpath) if directory is not None else None
+    return OutputSettings(baseline, update, compare_to or None, get_path_option(config, "--rknn-json"),
+                          get_path_option(config, "--rknn-html"))
+
+
+def build_runner(config: pytest.Config, outputs: OutputSettings) -> RknnRunner:
+    toolkits = parse_toolkits(config)
     provisioner = Provisioner(cache_dir(config), get_option(config, "--rknn-torch-index"),
                               progress=terminal_progress(config))
     return RknnRunner(
@@ -46,7 +65,16 @@ def build_runner(config: pytest.Config) -> RknnRunner:
         toolkit_verbose=get_option(config, "--rknn-toolkit-verbose"),
         boards=build_board_pool(config),
         on_artifact=config.hook.pytest_rknn_artifact_built,
+        comparisons=Comparisons(outputs.baseline, outputs.compare_to, [t.version for t in toolkits],
+                                updating_baseline=outputs.update_baseline),
     )
+
+
+def parse_toolkits(config: pytest.Config) -> List[ToolkitRequest]:
+    try:
+        return parse_toolkit_option(str(get_option(config, "--rknn-toolkit")))
+    except RknnError as exc:
+        raise pytest.UsageError(exc.message) from None
 
 
 def build_board_pool(config: pytest.Config) -> BoardPool:

@@ -175,6 +175,42 @@ class ReferenceSpec(_Strict):
     apply_mean_std: bool = True
 
 
+class _AllowedWorsening(_Strict):
+    """How much worse than a reference a metric may get: cosines and mAPs may drop, max abs
+    error may grow, by this much. `null` leaves a metric out; max_abs is left out by default
+    because its scale depends on the output."""
+
+    cosine: Optional[float] = Field(None, ge=0.0)
+    vs_sim_cosine: Optional[float] = Field(None, ge=0.0)  # board items: the board against the simulator
+    max_abs: Optional[float] = Field(None, ge=0.0)
+    map50: Optional[float] = Field(None, ge=0.0)
+    map: Optional[float] = Field(None, ge=0.0)
+    agreement_map50: Optional[float] = Field(None, ge=0.0)
+
+    def allowed(self) -> Dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class BaselineGate(_AllowedWorsening):
+    """Against the recorded baseline of the same toolkit version (`--rknn-baseline`)."""
+
+    cosine: Optional[float] = Field(0.0005, ge=0.0)
+    vs_sim_cosine: Optional[float] = Field(0.0005, ge=0.0)
+    map50: Optional[float] = Field(0.005, ge=0.0)
+    map: Optional[float] = Field(0.005, ge=0.0)
+    agreement_map50: Optional[float] = Field(0.01, ge=0.0)
+
+
+class UpgradeGate(_AllowedWorsening):
+    """Against another toolkit version (`--rknn-compare-to`)."""
+
+    cosine: Optional[float] = Field(0.002, ge=0.0)
+    vs_sim_cosine: Optional[float] = Field(0.002, ge=0.0)
+    map50: Optional[float] = Field(0.01, ge=0.0)
+    map: Optional[float] = Field(0.01, ge=0.0)
+    agreement_map50: Optional[float] = Field(0.02, ge=0.0)
+
+
 class SpecModel(_Strict):
     model: str
     target: str = DEFAULT_TARGET
@@ -182,6 +218,8 @@ class SpecModel(_Strict):
     convert: ConvertSpec = ConvertSpec()
     checks: ChecksSpec = ChecksSpec()
     reference: ReferenceSpec = ReferenceSpec()
+    gate: UpgradeGate = UpgradeGate()
+    baseline_gate: BaselineGate = BaselineGate()
     timeout: Optional[float] = Field(None, gt=0)
     versions: Dict[str, Dict[str, Any]] = {}
 
@@ -210,6 +248,8 @@ class Spec:
     convert: ConvertSpec
     checks: ChecksSpec
     reference: ReferenceSpec
+    gate: UpgradeGate
+    baseline_gate: BaselineGate
     timeout: Optional[float]
     raw: Dict[str, Any] = field(repr=False)
     version: Optional[str] = None
@@ -229,7 +269,23 @@ class Spec:
     def config_hash(self) -> str:
         """Hash of everything that decides the build and the check, for caching and baselines."""
         body = {k: v for k, v in self.raw.items() if k != "versions"}
-        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _hash(body)
+
+    def metrics_config_hash(self) -> str:
+        """Hash of what decides the metrics (target, inputs, convert, reference, the detector's
+        decoding), not the tolerances: a baseline survives a loosened threshold, not a new config."""
+        body = {k: self.raw[k] for k in ("target", "inputs", "convert", "reference") if k in self.raw}
+        body["target"] = self.target
+        if self.checks.yolov5 is not None:
+            body["yolov5"] = self.checks.yolov5.model_dump(include=_YOLO_DECODING)
+        return _hash(body)
+
+
+_YOLO_DECODING = {"layout", "anchors", "strides", "conf_threshold", "iou_threshold", "max_detections", "labels"}
+
+
+def _hash(body) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def spec_name(path: Path) -> str:
@@ -294,6 +350,8 @@ def _build(data: Dict[str, Any], path: Path, base_dir: Path, name: str, where: s
         convert=model.convert,
         checks=model.checks,
         reference=model.reference,
+        gate=model.gate,
+        baseline_gate=model.baseline_gate,
         timeout=model.timeout,
         raw=copy.deepcopy(data),
     )

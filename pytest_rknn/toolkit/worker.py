@@ -26,6 +26,16 @@ def step(name):
     print(f"{STEP_MARK} {name}", flush=True)
 
 
+def installed_versions(*names):
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 def write_json_atomic(path, data):
     tmp = f"{path}.tmp"
     with open(tmp, "w") as handle:
@@ -85,6 +95,7 @@ def run(job_dir):
     from rknn.api import RKNN
 
     result["toolkit_version"] = importlib.metadata.version("rknn-toolkit2")
+    result["env"] = {"python": sys.version.split()[0], **installed_versions("onnx", "onnxruntime", "torch", "numpy")}
     result["timings"]["import"] = time.monotonic() - started
     print(f"[pytest-rknn] rknn-toolkit2 {result['toolkit_version']}, python {sys.version.split()[0]}", flush=True)
 

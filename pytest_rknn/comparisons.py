@@ -1,0 +1,123 @@
+"""Is a result worse than before? Against the recorded baseline of its own version, and against
+another toolkit version (the upgrade gate, `--rknn-compare-to`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional, Tuple
+
+from .baseline import BaselineStore
+from .errors import RknnError
+from .onnx_model import file_sha256
+from .result import RunResult
+from .spec import Spec
+
+LOWER_IS_BETTER = {"max_abs"}
+BASELINE = "baseline"
+
+
+def family(metric: str) -> str:
+    """`cosine.output0` -> `cosine`: the key of the allowed worsening in the spec."""
+    return metric.split(".", 1)[0]
+
+
+def worsening(metric: str, value: float, reference: float) -> float:
+    """How much worse `value` is than `reference` (negative when better)."""
+    return value - reference if family(metric) in LOWER_IS_BETTER else reference - value
+
+
+def compare_metrics(current: Dict[str, float], reference: Dict[str, float], allowed: Dict[str, float],
+                    label: str, gate_key: str) -> Tuple[Dict[str, dict], List[str]]:
+    """Per metric both values and the delta; a failure line per metric worse by more than allowed."""
+    deltas, failures = {}, []
+    for name, value in current.items():
+        ref = _number(reference.get(name))
+        value = _number(value)
+        if ref is None or value is None:
+            continue
+        limit = allowed.get(family(name))
+        worse = worsening(name, value, ref)
+        failed = limit is not None and worse > limit * (1 + 1e-9) + 1e-12
+        deltas[name] = {"value": value, "reference": ref, "delta": value - ref, "allowed": limit, "failed": failed}
+        if failed:
+            failures.append(f"{label}: {name} {value:.6g} vs {ref:.6g} "
+                            f"(worse by {worse:.4g}; {gate_key}.{family(name)} allows {limit:g})")
+    return deltas, failures
+
+
+def _number(value) -> Optional[float]:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class Comparisons:
+    def __init__(self, baseline: Optional[BaselineStore], compare_to: Optional[str], versions_in_run: List[str],
+                 updating_baseline: bool = False):
+        self.baseline = baseline
+        self.compare_to = compare_to
+        self.versions_in_run = versions_in_run
+        self.updating_baseline = updating_baseline
+
+    def apply(self, spec: Spec, result: RunResult, measure: Callable[[str], RunResult]) -> None:
+        """Add comparisons (and failures) to a result that has metrics; `spec` is for its version."""
+        try:
+            if self.baseline is not None and not self.updating_baseline:
+                self._against_baseline(spec, result)
+            if self.compare_to and result.version != self.compare_to:
+                self._against_version(spec, result, measure)
+        except RknnError as exc:  # an unreadable baseline file
+            result.add_failures([exc.message])
+            result.failure_class = exc.failure_class
+
+    def _against_baseline(self, spec: Spec, result: RunResult) -> None:
+        entry, why = self.baseline.lookup(result.spec, _spec_file(result), result.version, result.backend,
+                                          result.fingerprint["model_sha256"], result.fingerprint["config_hash"])
+        path = self.baseline.shown(self.baseline.file_for(result.spec, _spec_file(result)))
+        if entry is None:
+            result.comparisons.append({"against": BASELINE, "source": path, "missing": why})
+            result.warnings.append(why)
+            return
+        deltas, failures = compare_metrics(result.metrics(), entry.get("metrics", {}), spec.baseline_gate.allowed(),
+                                           f"{BASELINE} {path}", "baseline_gate")
+        result.comparisons.append({"against": BASELINE, "source": path, "deltas": deltas})
+        if failures:
+            failures[-1] += f"; if this is expected, {RERECORD_HINT}"
+        result.add_failures(failures)
+
+    def _against_version(self, spec: Spec, result: RunResult, measure: Callable[[str], RunResult]) -> None:
+        other = self.compare_to
+        reference, source, why = self._reference(spec, result, measure)
+        if reference is None:
+            result.comparisons.append({"against": other, "source": source, "missing": why})
+            result.warnings.append(f"cannot compare with {other}: {why}")
+            return
+        deltas, failures = compare_metrics(result.metrics(), reference, spec.gate.allowed(),
+                                           f"upgrade gate vs {other} ({source})", "gate")
+        result.comparisons.append({"against": other, "source": source, "deltas": deltas})
+        result.add_failures(failures)
+
+    def _reference(self, spec: Spec, result: RunResult,
+                   measure: Callable[[str], RunResult]) -> Tuple[Optional[Dict[str, float]], str, str]:
+        """The compare-to version's metrics: from this run if it runs that version, else from the
+        baseline, else measured now."""
+        other = self.compare_to
+        if self.baseline is not None and other not in self.versions_in_run:
+            spec_other = spec.for_version(other)
+            entry, _ = self.baseline.lookup(result.spec, _spec_file(result), other, result.backend,
+                                            file_sha256(spec_other.model_path), spec_other.metrics_config_hash())
+            if entry is not None:
+                return entry.get("metrics", {}), BASELINE, ""
+        measured = measure(other)
+        if not measured.metrics():
+            return None, "this run", f"its result has no metrics ([{measured.failure_class}] {measured.message})"
+        return measured.metrics(), "this run", ""
+
+
+RERECORD_HINT = "re-record with --rknn-baseline-update"
+
+
+def _spec_file(result: RunResult) -> Optional[str]:
+    return str(result.spec_path) if result.spec_path and result.spec_path.name != "<python spec>" else None
