@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .baseline import BaselineStore
+from .baseline import BaselineStore, rounded
 from .errors import RknnError
 from .onnx_model import file_sha256
 from .result import RunResult
@@ -31,8 +31,9 @@ def compare_metrics(current: Dict[str, float], reference: Dict[str, float], allo
     """Per metric both values and the delta; a failure line per metric worse by more than allowed."""
     deltas, failures = {}, []
     for name, value in current.items():
-        ref = _number(reference.get(name))
-        value = _number(value)
+        # Both at the baseline file's precision, so an unchanged result reads as exactly equal.
+        ref = _number(rounded(reference.get(name)))
+        value = _number(rounded(value))
         if ref is None or value is None:
             continue
         limit = allowed.get(family(name))

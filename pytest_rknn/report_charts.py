@@ -1,0 +1,288 @@
+"""Inline SVG bar charts for the HTML report: pure functions from numbers to SVG text.
+
+A chart is a row of groups (one per version-backend) of bars (one per output). The y axis is
+zoomed to the data, because the interesting cosines all lie between 0.99 and 1.0; dashed lines
+mark each bar's threshold and each group's reference value."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from html import escape
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+PASSED_COLOUR = "#3b6fb6"
+FAILED_COLOUR = "#d1412f"
+THRESHOLD_COLOUR = "#b35c00"
+REFERENCE_COLOUR = "#1f8a4c"
+AXIS_COLOUR = "#555"
+GRID_COLOUR = "#e3e3e3"
+TEXT_COLOUR = "#222"
+
+FONT = 12
+CHAR_WIDTH = 0.62 * FONT  # an average glyph of DejaVu Sans / Arial, to size labels without measuring
+BAR = 30
+BAR_GAP = 6
+GROUP_GAP = 26
+PLOT_HEIGHT = 220
+TOP = 48  # title and legend
+MAX_LABEL_CHARS = 16
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: Optional[float]  # None or NaN: no bar, "n/a" written in its place
+    failed: bool = False
+    threshold: Optional[float] = None
+    tooltip: str = ""
+
+
+@dataclass(frozen=True)
+class Group:
+    label: str
+    bars: Tuple[Bar, ...]
+    failed: bool = False
+    reference: Optional[float] = None  # a value the bars are judged against (onnxruntime's mAP)
+    empty_note: str = "no data"  # written in place of bars when there are none
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Horizontal geometry. Every bar has a cell, and the cells tile the plot (the outer cells of a
+    group take half the gap), so equal threshold segments of neighbouring bars join into one line."""
+
+    rotate_labels: bool
+    group_spans: List[Tuple[float, float]]
+    bar_x: List[List[float]]  # left edges
+    cells: List[List[Tuple[float, float]]]
+    width: float
+
+
+def bar_chart(title: str, groups: Sequence[Group], *, y_max: float = 1.0, threshold_name: str = "min",
+              reference_name: str = "onnxruntime", value_decimals: Optional[int] = None) -> str:
+    """A grouped bar chart as one <svg> element, sized in pixels (CSS scales it down when narrow).
+    `value_decimals`: write each bar's value above it with that many decimals."""
+    lo, hi, ticks, decimals = y_axis(_finite(_plotted_values(groups)), y_max)
+    tick_labels = [f"{t:.{decimals}f}" for t in ticks]
+    left = 14 + _text_width(max(tick_labels, key=len))
+    line_labels = _line_labels(groups, decimals + 1, threshold_name, reference_name)
+    right = 12 + max((_text_width(text) for _, text, _ in line_labels), default=0)
+    layout = _layout(groups, left)
+    label_depth = _bar_label_depth(groups, layout.rotate_labels)
+    bottom = TOP + PLOT_HEIGHT
+    height = bottom + label_depth + FONT + 14
+    width = layout.width + right
+
+    def y(value: float) -> float:
+        return bottom - (min(max(value, lo), hi) - lo) / (hi - lo) * PLOT_HEIGHT
+
+    parts = [_header(title, groups, line_labels, threshold_name, reference_name),
+             _y_axis(ticks, tick_labels, y, left, layout.width),
+             _bars(groups, layout, y, bottom, value_decimals),
+             _lines(groups, layout, y),
+             _line_label_texts(line_labels, y, layout.width + 6),
+             _x_labels(groups, layout, bottom, label_depth)]
+    return (f'<svg class="chart" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{escape(title)}" '
+            f'font-family="DejaVu Sans, Arial, sans-serif" font-size="{FONT}">'
+            + "".join(parts) + "</svg>")
+
+
+def y_axis(values: List[float], y_max: float = 1.0) -> Tuple[float, float, List[float], int]:
+    """(bottom, top, ticks, decimals): from a nice number a bit below the lowest value to y_max."""
+    top = max([y_max] + values)
+    lowest = min(values, default=top - 1e-3)
+    span = max(top - lowest, 1e-6 * max(abs(top), 1.0))
+    step = _nice_step((span * 1.2) / 5)
+    bottom = math.floor((lowest - 0.15 * span) / step) * step
+    top = math.ceil(top / step - 1e-9) * step
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    count = int(round((top - bottom) / step))
+    ticks = [round(bottom + k * step, decimals + 3) for k in range(count + 1)]
+    return bottom, top, ticks, decimals
+
+
+def _nice_step(raw: float) -> float:
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+
+
+def _plotted_values(groups: Iterable[Group]) -> List[Optional[float]]:
+    values = []
+    for group in groups:
+        values.append(group.reference)
+        for bar in group.bars:
+            values += [bar.value, bar.threshold]
+    return values
+
+
+def _finite(values: Iterable[Optional[float]]) -> List[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def _text_width(text: str, size: float = FONT) -> float:
+    return len(text) * CHAR_WIDTH * size / FONT
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= MAX_LABEL_CHARS else label[:MAX_LABEL_CHARS - 1] + "…"
+
+
+def _layout(groups: Sequence[Group], left: float) -> _Layout:
+    longest = max((_text_width(_short(b.label)) for g in groups for b in g.bars), default=0)  # "" for no label
+    rotate = longest + 8 > 2 * BAR
+    cell = BAR + BAR_GAP if rotate else max(BAR + BAR_GAP, longest + 8)
+    x = left + GROUP_GAP / 2
+    group_spans, bar_x, cells = [], [], []
+    for group in groups:
+        width = max(cell * max(len(group.bars), 1), _text_width(group.label) + 10)
+        group_spans.append((x, x + width))
+        first = x + (width - cell * len(group.bars)) / 2
+        edges = [first + i * cell for i in range(len(group.bars) + 1)]
+        bar_x.append([edge + (cell - BAR) / 2 for edge in edges[:-1]])
+        if group.bars:
+            edges[0], edges[-1] = x - GROUP_GAP / 2, x + width + GROUP_GAP / 2
+        cells.append(list(zip(edges, edges[1:])))
+        x += width + GROUP_GAP
+    return _Layout(rotate, group_spans, bar_x, cells, max(x - GROUP_GAP / 2, left + 120))
+
+
+def _bar_label_depth(groups: Sequence[Group], rotated: bool) -> float:
+    """Height under the plot taken by the bar labels."""
+    labels = [_short(b.label) for g in groups for b in g.bars if b.label]
+    if not labels:
+        return 0
+    if not rotated:
+        return FONT + 8
+    return 12 + max(_text_width(label) for label in labels) * math.sin(math.radians(40)) + FONT
+
+
+def _header(title: str, groups: Sequence[Group], line_labels, threshold_name: str, reference_name: str) -> str:
+    items = [(PASSED_COLOUR, "passed", "box")]
+    if any(g.failed or any(b.failed for b in g.bars) for g in groups):
+        items.append((FAILED_COLOUR, "failed", "box"))
+    kinds = {kind for _, _, kind in line_labels}
+    if "threshold" in kinds:
+        items.append((THRESHOLD_COLOUR, threshold_name, "line"))
+    if "reference" in kinds:
+        items.append((REFERENCE_COLOUR, reference_name, "line"))
+    parts = [f'<text x="8" y="18" font-size="{FONT + 2}" font-weight="bold" fill="{TEXT_COLOUR}">'
+             f'{escape(title)}</text>']
+    x = 8.0
+    for colour, text, kind in items:
+        if kind == "box":
+            parts.append(f'<rect x="{x:.1f}" y="28" width="12" height="12" fill="{colour}"/>')
+        else:
+            parts.append(f'<line x1="{x:.1f}" y1="34" x2="{x + 16:.1f}" y2="34" stroke="{colour}" '
+                         f'stroke-width="2" stroke-dasharray="5 3"/>')
+        parts.append(f'<text x="{x + 20:.1f}" y="38.5" fill="{TEXT_COLOUR}">{escape(text)}</text>')
+        x += 20 + _text_width(text) + 16
+    return "".join(parts)
+
+
+def _y_axis(ticks: List[float], labels: List[str], y, left: float, right: float) -> str:
+    parts = []
+    for tick, label in zip(ticks, labels):
+        parts.append(f'<line x1="{left:.1f}" y1="{y(tick):.1f}" x2="{right:.1f}" y2="{y(tick):.1f}" '
+                     f'stroke="{GRID_COLOUR}"/>')
+        parts.append(f'<text x="{left - 6:.1f}" y="{y(tick) + 4:.1f}" text-anchor="end" fill="{AXIS_COLOUR}">'
+                     f'{label}</text>')
+    bottom = y(ticks[0])
+    parts.append(f'<line x1="{left:.1f}" y1="{TOP - 4}" x2="{left:.1f}" y2="{bottom:.1f}" stroke="{AXIS_COLOUR}"/>')
+    parts.append(f'<line x1="{left:.1f}" y1="{bottom:.1f}" x2="{right:.1f}" y2="{bottom:.1f}" stroke="{AXIS_COLOUR}"/>')
+    return "".join(parts)
+
+
+def _bars(groups: Sequence[Group], layout: _Layout, y, bottom: float, value_decimals: Optional[int]) -> str:
+    parts = []
+    for group, xs, (g0, g1) in zip(groups, layout.bar_x, layout.group_spans):
+        if not group.bars:
+            parts.append(_centred_note(group.empty_note, (g0 + g1) / 2, bottom - 8, FAILED_COLOUR))
+        for bar, x in zip(group.bars, xs):
+            tooltip = f"<title>{escape(bar.tooltip or bar.label)}</title>"
+            if bar.value is None or not math.isfinite(bar.value):
+                parts.append(_centred_note("n/a", x + BAR / 2, bottom - 8, FAILED_COLOUR, tooltip))
+                continue
+            top = y(bar.value)
+            colour = FAILED_COLOUR if bar.failed or group.failed else PASSED_COLOUR
+            parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{BAR}" height="{max(bottom - top, 1):.1f}" '
+                         f'fill="{colour}">{tooltip}</rect>')
+            if value_decimals is not None:
+                parts.append(_centred_note(f"{bar.value:.{value_decimals}f}", x + BAR / 2, top - 5, TEXT_COLOUR))
+    return "".join(parts)
+
+
+def _centred_note(text: str, x: float, y: float, colour: str, inner: str = "") -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="middle" fill="{colour}">'
+            f'{escape(text)}{inner}</text>')
+
+
+def _lines(groups: Sequence[Group], layout: _Layout, y) -> str:
+    parts = []
+    for group, cells, (g0, g1) in zip(groups, layout.cells, layout.group_spans):
+        for bar, (c0, c1) in zip(group.bars, cells):
+            if bar.threshold is not None and math.isfinite(bar.threshold):
+                parts.append(_dashed(c0, c1, y(bar.threshold), THRESHOLD_COLOUR))
+        if group.reference is not None and math.isfinite(group.reference):
+            parts.append(_dashed(g0 - GROUP_GAP / 2, g1 + GROUP_GAP / 2, y(group.reference), REFERENCE_COLOUR))
+    return "".join(parts)
+
+
+def _dashed(x0: float, x1: float, y: float, colour: str) -> str:
+    return (f'<line x1="{x0:.1f}" y1="{y:.1f}" x2="{x1:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="2" '
+            f'stroke-dasharray="6 4"/>')
+
+
+def _line_labels(groups: Sequence[Group], decimals: int, threshold_name: str,
+                 reference_name: str) -> List[Tuple[float, str, str]]:
+    """(value, text, kind) for every distinct threshold and reference value, written right of the plot."""
+    labels = {}
+    for group in groups:
+        for bar in group.bars:
+            if bar.threshold is not None and math.isfinite(bar.threshold):
+                labels[(bar.threshold, "threshold")] = f"{threshold_name} {_trimmed(bar.threshold, decimals)}"
+        if group.reference is not None and math.isfinite(group.reference):
+            labels[(group.reference, "reference")] = f"{reference_name} {group.reference:.3f}"
+    return [(value, text, kind) for (value, kind), text in sorted(labels.items())]
+
+
+def _trimmed(value: float, decimals: int) -> str:
+    """0.97 rather than 0.970000: a threshold as the spec wrote it."""
+    return repr(value) if len(repr(value)) <= decimals + 2 else f"{value:.{decimals}f}"
+
+
+def _line_label_texts(labels: List[Tuple[float, str, str]], y, x: float) -> str:
+    """The labels at their line's height, pushed apart where they would overlap."""
+    parts, previous = [], None
+    for value, text, kind in sorted(labels, key=lambda label: -y(label[0])):
+        at = y(value) + 4
+        if previous is not None and at > previous - FONT - 1:
+            at = previous - FONT - 1
+        previous = at
+        colour = THRESHOLD_COLOUR if kind == "threshold" else REFERENCE_COLOUR
+        parts.append(f'<text x="{x:.1f}" y="{at:.1f}" fill="{colour}">{escape(text)}</text>')
+    return "".join(parts)
+
+
+def _x_labels(groups: Sequence[Group], layout: _Layout, bottom: float, label_depth: float) -> str:
+    parts = []
+    for group, xs, (g0, g1) in zip(groups, layout.bar_x, layout.group_spans):
+        for bar, x in zip(group.bars, xs):
+            centre = x + BAR / 2
+            if bar.label:
+                parts.append(_bar_label(_short(bar.label), bar.label, centre, bottom, layout.rotate_labels))
+        colour = FAILED_COLOUR if group.failed else TEXT_COLOUR
+        parts.append(f'<text x="{(g0 + g1) / 2:.1f}" y="{bottom + label_depth + FONT + 4:.1f}" text-anchor="middle" '
+                     f'font-weight="bold" fill="{colour}">{escape(group.label)}</text>')
+    return "".join(parts)
+
+
+def _bar_label(text: str, full: str, x: float, bottom: float, rotated: bool) -> str:
+    title = f"<title>{escape(full)}</title>" if text != full else ""
+    if not rotated:
+        return (f'<text x="{x:.1f}" y="{bottom + FONT + 4:.1f}" text-anchor="middle" fill="{AXIS_COLOUR}">'
+                f'{escape(text)}{title}</text>')
+    y = bottom + 12
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="end" fill="{AXIS_COLOUR}" '
+            f'transform="rotate(-40 {x:.1f} {y:.1f})">{escape(text)}{title}</text>')

@@ -1,0 +1,145 @@
+"""Baseline files, atomic writes and metric comparisons, without the toolkit."""
+
+import json
+import os
+
+import pytest
+
+from pytest_rknn.atomic import write_atomic
+from pytest_rknn.baseline import BaselineStore
+from pytest_rknn.comparisons import Comparisons, compare_metrics
+from pytest_rknn.errors import RknnError
+from pytest_rknn.result import OutputMetrics, RunResult
+from pytest_rknn.spec import spec_from_dict
+
+MODEL_SHA = "a" * 64
+
+
+def record(version="2.5.0", backend="sim", cosine=0.999876543219, model_sha=MODEL_SHA, config="c0ffee",
+           spec_file=None, spec="cnn"):
+    return {"spec": spec, "spec_file": spec_file, "version": version, "backend": backend,
+            "metrics": {"cosine.logits": cosine, "max_abs.logits": 0.0123456789},
+            "fingerprint": {"model_sha256": model_sha, "config_hash": config, "rknn_sha256": "b" * 64,
+                            "toolkit_version": version}}
+
+
+def test_update_writes_one_readable_file_per_spec_and_keeps_other_entries(tmp_path):
+    store = BaselineStore(tmp_path / "baseline", rootdir=tmp_path)
+    spec_file = tmp_path / "models" / "cnn.rknn.yaml"
+    lines = store.update([record(spec_file=str(spec_file)), record(version="2.3.2", spec_file=str(spec_file))])
+    path = tmp_path / "baseline" / "models" / "cnn.json"  # mirrors the spec's folder under the rootdir
+    assert lines == [f"{store.shown(path)}: created (2.3.2-sim, 2.5.0-sim)"]
+    text = path.read_text()
+    data = json.loads(text)
+    assert list(data["entries"]) == ["2.3.2-sim", "2.5.0-sim"]
+    assert data["entries"]["2.5.0-sim"]["metrics"]["cosine.logits"] == 0.99987654  # eight significant digits
+    assert text.endswith("}\n") and '\n  "entries": {\n' in text  # indented, one key per line: diffs stay small
+
+    assert store.update([record(spec_file=str(spec_file))]) == [f"{store.shown(path)}: unchanged (2.5.0-sim)"]
+    store.update([record(cosine=0.99, spec_file=str(spec_file))])
+    data = json.loads(path.read_text())
+    assert data["entries"]["2.5.0-sim"]["metrics"]["cosine.logits"] == 0.99
+    assert data["entries"]["2.3.2-sim"]["metrics"]["cosine.logits"] == 0.99987654  # not run, so kept
+
+
+def test_records_without_metrics_are_not_recorded(tmp_path):
+    store = BaselineStore(tmp_path, rootdir=tmp_path)
+    failed = dict(record(), metrics={})
+    assert store.update([failed]) == []
+    assert not list(tmp_path.iterdir())
+
+
+def test_lookup_finds_only_the_same_model_and_config(tmp_path):
+    store = BaselineStore(tmp_path, rootdir=tmp_path)
+    store.update([record()])
+    entry, why = store.lookup("cnn", None, "2.5.0", "sim", MODEL_SHA, "c0ffee")
+    assert entry["metrics"]["cosine.logits"] == 0.99987654 and why == ""
+    assert store.lookup("cnn", None, "2.5.0", "board", MODEL_SHA, "c0ffee")[1].startswith(
+        "no baseline for cnn [2.5.0-board]")
+    entry, why = store.lookup("cnn", None, "2.5.0", "sim", "f" * 64, "c0ffee")
+    assert entry is None and "no baseline for this model" in why and "aaaaaaaaaaaa" in why and "ffffffffffff" in why
+    entry, why = store.lookup("cnn", None, "2.5.0", "sim", MODEL_SHA, "0ther")
+    assert entry is None and "no baseline for this model config" in why and "--rknn-baseline-update" in why
+    assert "no baseline for other" in store.lookup("other", None, "2.5.0", "sim", MODEL_SHA, "c0ffee")[1]
+
+
+def test_a_broken_baseline_file_is_a_spec_error_naming_it(tmp_path):
+    (tmp_path / "cnn.json").write_text("{not json")
+    store = BaselineStore(tmp_path, rootdir=tmp_path)
+    with pytest.raises(RknnError) as excinfo:
+        store.lookup("cnn", None, "2.5.0", "sim", MODEL_SHA, "c0ffee")
+    assert excinfo.value.failure_class == "SPEC"
+    assert "cnn.json" in excinfo.value.message and "--rknn-baseline-update" in excinfo.value.message
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "cnn.json"
+    write_atomic(path, "old\n")
+
+    def power_cut(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", power_cut)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["cnn.json"]
+
+
+def test_compare_metrics_knows_which_way_is_worse():
+    current = {"cosine.a": 0.990, "cosine.b": 0.9995, "max_abs.a": 0.5, "map50": 0.90, "map": "nan"}
+    reference = {"cosine.a": 0.999, "cosine.b": 0.999, "max_abs.a": 0.1, "map50": 0.905, "map": 0.7}
+    deltas, failures = compare_metrics(current, reference, {"cosine": 0.002, "max_abs": 0.3, "map50": 0.005},
+                                       "baseline x.json", "baseline_gate")
+    assert [line.split(":")[1].split()[0] for line in failures] == ["cosine.a", "max_abs.a"]
+    assert failures[0] == ("baseline x.json: cosine.a 0.99 vs 0.999 (worse by 0.009; "
+                           "baseline_gate.cosine allows 0.002)")
+    assert deltas["cosine.b"]["failed"] is False and deltas["cosine.b"]["delta"] == pytest.approx(0.0005)
+    assert deltas["map50"]["failed"] is False  # worse by exactly the allowance: still allowed
+    assert "map" not in deltas  # NaN has no delta
+
+
+def _result(version, cosine, spec_path=None):
+    result = RunResult(spec="cnn", version=version, backend="sim", spec_path=spec_path)
+    metrics = OutputMetrics(name="logits", ref_shape=[1, 10], samples=1, worst_cosine=cosine, max_abs=0.01)
+    result.outputs = [metrics]
+    result.fingerprint = {"model_sha256": MODEL_SHA, "config_hash": "c0ffee"}
+    return result
+
+
+def test_the_upgrade_gate_fails_a_passing_version_that_got_worse(workdir):
+    spec = spec_from_dict({"model": "cnn.onnx", "gate": {"cosine": 0.001}}, base_dir=workdir)
+    measured = []
+
+    def measure(version):
+        measured.append(version)
+        return _result(version, 0.9995)
+
+    comparisons = Comparisons(None, "2.3.2", ["2.3.2", "2.5.0"])
+    result = _result("2.5.0", 0.9980)
+    comparisons.apply(spec, result, measure)
+    assert measured == ["2.3.2"]
+    assert result.failure_class == "ACCURACY"
+    assert result.message.startswith("upgrade gate vs 2.3.2 (this run): cosine.logits 0.998 vs 0.9995 "
+                                     "(worse by 0.0015; gate.cosine allows 0.001)")
+    better = _result("2.5.0", 0.9999)
+    comparisons.apply(spec, better, measure)
+    assert better.passed and better.comparisons[0]["deltas"]["cosine.logits"]["delta"] == pytest.approx(0.0004)
+
+
+def test_a_missing_baseline_warns_and_the_gate_reads_an_older_version_from_the_baseline(workdir, tmp_path):
+    spec = spec_from_dict({"model": "cnn.onnx"}, base_dir=workdir)
+    store = BaselineStore(tmp_path / "baseline", rootdir=tmp_path)
+    from pytest_rknn.onnx_model import file_sha256
+
+    old = record(version="2.3.2", cosine=0.9999, model_sha=file_sha256(workdir / "cnn.onnx"),
+                 config=spec.for_version("2.3.2").metrics_config_hash())
+    store.update([old])
+    result = _result("2.5.0", 0.9990)
+    comparisons = Comparisons(store, "2.3.2", ["2.5.0"])
+    comparisons.apply(spec, result, lambda version: pytest.fail("2.3.2 is in the baseline; it must not run"))
+    baseline, gate = result.comparisons
+    assert baseline["against"] == "baseline" and "no baseline for cnn [2.5.0-sim]" in baseline["missing"]
+    assert result.warnings == [baseline["missing"]]
+    assert gate["against"] == "2.3.2" and gate["source"] == "baseline"
+    assert gate["deltas"]["cosine.logits"]["reference"] == 0.9999 and result.passed
