@@ -24,9 +24,10 @@ CHAR_WIDTH = 0.62 * FONT  # an average glyph of DejaVu Sans / Arial, to size lab
 BAR = 30
 BAR_GAP = 6
 GROUP_GAP = 26
-PLOT_HEIGHT = 220
-TOP = 48  # title and legend
+PLOT_HEIGHT = 200
+TOP = 60  # title and legend
 MAX_LABEL_CHARS = 16
+MAX_CELL = 84  # wider bar labels are written slanted
 
 
 @dataclass(frozen=True)
@@ -66,18 +67,19 @@ def bar_chart(title: str, groups: Sequence[Group], *, y_max: float = 1.0, thresh
     lo, hi, ticks, decimals = y_axis(_finite(_plotted_values(groups)), y_max)
     tick_labels = [f"{t:.{decimals}f}" for t in ticks]
     left = 14 + _text_width(max(tick_labels, key=len))
-    line_labels = _line_labels(groups, decimals + 1, threshold_name, reference_name)
+    names = (threshold_name, reference_name)
+    line_labels = _line_labels(groups, decimals + 1, *names)
     right = 12 + max((_text_width(text) for _, text, _ in line_labels), default=0)
     layout = _layout(groups, left)
     label_depth = _bar_label_depth(groups, layout.rotate_labels)
     bottom = TOP + PLOT_HEIGHT
     height = bottom + label_depth + FONT + 14
-    width = layout.width + right
+    width = max(layout.width + right, _text_width(title, FONT + 2) + 16, _legend_width(groups, line_labels, names))
 
     def y(value: float) -> float:
         return bottom - (min(max(value, lo), hi) - lo) / (hi - lo) * PLOT_HEIGHT
 
-    parts = [_header(title, groups, line_labels, threshold_name, reference_name),
+    parts = [_header(title, groups, line_labels, names),
              _y_axis(ticks, tick_labels, y, left, layout.width),
              _bars(groups, layout, y, bottom, value_decimals),
              _lines(groups, layout, y),
@@ -131,7 +133,7 @@ def _short(label: str) -> str:
 
 def _layout(groups: Sequence[Group], left: float) -> _Layout:
     longest = max((_text_width(_short(b.label)) for g in groups for b in g.bars), default=0)  # "" for no label
-    rotate = longest + 8 > 2 * BAR
+    rotate = longest + 8 > MAX_CELL
     cell = BAR + BAR_GAP if rotate else max(BAR + BAR_GAP, longest + 8)
     x = left + GROUP_GAP / 2
     group_spans, bar_x, cells = [], [], []
@@ -158,26 +160,37 @@ def _bar_label_depth(groups: Sequence[Group], rotated: bool) -> float:
     return 12 + max(_text_width(label) for label in labels) * math.sin(math.radians(40)) + FONT
 
 
-def _header(title: str, groups: Sequence[Group], line_labels, threshold_name: str, reference_name: str) -> str:
-    items = [(PASSED_COLOUR, "passed", "box")]
+def _legend(groups: Sequence[Group], line_labels, names: Tuple[str, str]) -> List[Tuple[str, str, str]]:
+    """(colour, text, "box" or "line") for what the chart shows."""
+    items = []
+    if any(not (g.failed or b.failed) for g in groups for b in g.bars):
+        items.append((PASSED_COLOUR, "passed", "box"))
     if any(g.failed or any(b.failed for b in g.bars) for g in groups):
         items.append((FAILED_COLOUR, "failed", "box"))
     kinds = {kind for _, _, kind in line_labels}
     if "threshold" in kinds:
-        items.append((THRESHOLD_COLOUR, threshold_name, "line"))
+        items.append((THRESHOLD_COLOUR, names[0], "line"))
     if "reference" in kinds:
-        items.append((REFERENCE_COLOUR, reference_name, "line"))
+        items.append((REFERENCE_COLOUR, names[1], "line"))
+    return items
+
+
+def _legend_width(groups: Sequence[Group], line_labels, names: Tuple[str, str]) -> float:
+    return 8 + sum(36 + _text_width(text) for _, text, _ in _legend(groups, line_labels, names))
+
+
+def _header(title: str, groups: Sequence[Group], line_labels, names: Tuple[str, str]) -> str:
     parts = [f'<text x="8" y="18" font-size="{FONT + 2}" font-weight="bold" fill="{TEXT_COLOUR}">'
              f'{escape(title)}</text>']
     x = 8.0
-    for colour, text, kind in items:
+    for colour, text, kind in _legend(groups, line_labels, names):
         if kind == "box":
             parts.append(f'<rect x="{x:.1f}" y="28" width="12" height="12" fill="{colour}"/>')
         else:
             parts.append(f'<line x1="{x:.1f}" y1="34" x2="{x + 16:.1f}" y2="34" stroke="{colour}" '
                          f'stroke-width="2" stroke-dasharray="5 3"/>')
         parts.append(f'<text x="{x + 20:.1f}" y="38.5" fill="{TEXT_COLOUR}">{escape(text)}</text>')
-        x += 20 + _text_width(text) + 16
+        x += 36 + _text_width(text)
     return "".join(parts)
 
 
@@ -209,12 +222,15 @@ def _bars(groups: Sequence[Group], layout: _Layout, y, bottom: float, value_deci
             parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{BAR}" height="{max(bottom - top, 1):.1f}" '
                          f'fill="{colour}">{tooltip}</rect>')
             if value_decimals is not None:
-                parts.append(_centred_note(f"{bar.value:.{value_decimals}f}", x + BAR / 2, top - 5, TEXT_COLOUR))
+                parts.append(_centred_note(f"{bar.value:.{value_decimals}f}", x + BAR / 2, top - 5, TEXT_COLOUR,
+                                           halo=True))
     return "".join(parts)
 
 
-def _centred_note(text: str, x: float, y: float, colour: str, inner: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="middle" fill="{colour}">'
+def _centred_note(text: str, x: float, y: float, colour: str, inner: str = "", halo: bool = False) -> str:
+    # A white outline under the glyphs keeps a value legible where a dashed line crosses it.
+    outline = ' stroke="#fff" stroke-width="3" paint-order="stroke"' if halo else ""
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="middle" fill="{colour}"{outline}>'
             f'{escape(text)}{inner}</text>')
 
 

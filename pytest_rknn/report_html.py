@@ -1,13 +1,609 @@
-"""The HTML report (`--rknn-html`): placeholder until the real one lands."""
+"""The HTML report (`--rknn-html`): one self-contained page (inline CSS and SVG, images as data:
+URIs, no JavaScript) with a section per spec: results table, charts, detection overlays, failure
+details and fingerprints. Every text from the document is escaped."""
 
 from __future__ import annotations
 
+import base64
 import html
-import json
+import math
+import mimetypes
+import re
+from collections import Counter
 from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
 
+from . import report_charts as charts
 from .atomic import write_atomic
+from .result import format_cosine
+
+CLASS_COLOURS = {"ACCURACY": "#d1412f", "BUILD": "#8e44ad", "CRASH": "#7b1c1c", "TIMEOUT": "#b35c00",
+                 "SPEC": "#2c6e91", "ENV": "#5f6b73"}
+FAMILY_LABELS = {"cosine": "cos", "vs_sim_cosine": "vs-sim", "map50": "mAP50", "agreement_map50": "agree50",
+                 "map": "mAP", "max_abs": "max_abs"}
+SHOWN_FAMILIES = ("cosine", "vs_sim_cosine", "map50", "agreement_map50")  # others only when they failed
+LOWER_IS_BETTER = {"max_abs"}
+IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 
 
 def write_html_report(path: Path, document: dict) -> None:
-    write_atomic(path, "<!doctype html><pre>" + html.escape(json.dumps(document, indent=2)) + "</pre>")
+    write_atomic(path, render(document))
+
+
+def render(document: dict) -> str:
+    items = [r for r in document.get("items") or [] if isinstance(r, dict)]
+    by_spec: Dict[str, List[dict]] = {}
+    for record in items:
+        by_spec.setdefault(str(record.get("spec") or "?"), []).append(record)
+    for records in by_spec.values():
+        records.sort(key=_item_order)
+    specs = sorted(by_spec.items())
+    body = [_header(document, items), _overview(specs)] + [_spec_section(name, records) for name, records in specs]
+    return PAGE.format(css=CSS, title=_e(f"pytest-rknn report {document.get('created') or ''}".strip()),
+                       body="\n".join(body))
+
+
+# ------------------------------------------------------------------ small helpers
+
+
+def _e(value) -> str:
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def _number(value) -> Optional[float]:
+    """A float (NaN and Inf included: they travel as "nan"/"inf") or None when there is none."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _finite(value) -> Optional[float]:
+    number = _number(value)
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _fixed(value, decimals: int = 3) -> str:
+    number = _number(value)
+    if number is None:
+        return "-"
+    return f"{number:.{decimals}f}" if math.isfinite(number) else str(number)
+
+
+def _cosine(value, threshold=None) -> str:
+    number = _number(value)
+    if number is None:
+        return "-"
+    if not math.isfinite(number):
+        return str(number)
+    try:
+        return format_cosine(number, _finite(threshold))
+    except (ValueError, IndexError):  # a threshold repr without a decimal point, such as 1e-05
+        return format_cosine(number)
+
+
+def _version_key(version) -> Tuple:
+    """2.10.0 after 2.5.0."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+]", str(version)))
+
+
+def _item_order(record: dict) -> Tuple:
+    backend = str(record.get("backend") or "")
+    return _version_key(record.get("version") or ""), backend != "sim", backend
+
+
+def _item_label(record: dict) -> str:
+    return f"{record.get('version') or '?'} {record.get('backend') or '?'}"
+
+
+def _item_name(record: dict) -> str:
+    return f"{record.get('spec') or '?'}[{record.get('version') or '?'}-{record.get('backend') or '?'}]"
+
+
+def _anchor(*parts) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(str(p) for p in parts))
+
+
+def _failed(record: dict) -> bool:
+    return record.get("outcome") != "passed"
+
+
+def _class_of(record: dict) -> str:
+    return str(record.get("class") or "FAILED") if _failed(record) else "passed"
+
+
+def _badge(text: str) -> str:
+    colour = "#2e8b57" if text == "passed" else CLASS_COLOURS.get(text, "#c0392b")
+    return f'<span class="badge" style="background:{colour}">{_e(text)}</span>'
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value >= 10 else f"{value:.2f} s"
+
+
+def _prefixed(metrics: dict, prefix: str) -> Dict[str, object]:
+    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+# ------------------------------------------------------------------ header and overview
+
+
+def _header(document: dict, items: List[dict]) -> str:
+    meta = [f"created {_e(document.get('created') or '?')}"]
+    if document.get("compare_to"):
+        meta.append(f"compared to toolkit <b>{_e(document['compare_to'])}</b>")
+    if document.get("baseline"):
+        meta.append(f"baseline <code>{_e(document['baseline'])}</code>")
+    host = _dict(document.get("host"))
+    host_text = " · ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in host.items()) or "-"
+    return (f'<header><h1>pytest-rknn report</h1><p class="meta">{" · ".join(meta)}</p>'
+            f'<p class="totals">{_totals(items)}</p><p class="host">host: {host_text}</p></header>')
+
+
+def _totals(items: List[dict]) -> str:
+    outcomes = Counter(_class_of(r) for r in items)
+    failed = sum(n for name, n in outcomes.items() if name != "passed")
+    parts = [f"<b>{len(items)}</b> items", f'{_badge("passed")} {outcomes.get("passed", 0)}']
+    if failed:
+        parts.append(f"<b>{failed}</b> failed:")
+        parts += [f"{_badge(name)} {n}" for name, n in sorted(outcomes.items()) if name != "passed"]
+    return " ".join(parts)
+
+
+def _overview(specs: List[Tuple[str, List[dict]]]) -> str:
+    """One row per spec, one column per version-backend: the outcome of every item at a glance."""
+    columns = sorted({(r.get("version"), r.get("backend")) for _, records in specs for r in records},
+                     key=lambda c: _item_order({"version": c[0], "backend": c[1]}))
+    head = "".join(f"<th>{_e(v)} {_e(b)}</th>" for v, b in columns)
+    rows = []
+    for name, records in specs:
+        cells = {(r.get("version"), r.get("backend")): r for r in records}
+        tds = "".join(f"<td>{_badge(_class_of(cells[c])) if c in cells else ''}</td>" for c in columns)
+        rows.append(f'<tr><th class="spec"><a href="#{_anchor("spec", name)}">{_e(name)}</a></th>{tds}</tr>')
+    return (f'<section class="overview"><h2>Overview</h2><div class="scroll"><table>'
+            f'<tr><th>spec</th>{head}</tr>{"".join(rows)}</table></div></section>')
+
+
+# ------------------------------------------------------------------ one spec
+
+
+def _spec_section(name: str, records: List[dict]) -> str:
+    failed = sum(_failed(r) for r in records)
+    status = _badge("passed") if not failed else _badge(f"{failed} failed")
+    spec_file = next((r.get("spec_file") for r in records if r.get("spec_file")), None)
+    parts = [f'<section class="spec" id="{_anchor("spec", name)}"><h2>{_e(name)} {status}</h2>']
+    if spec_file:
+        parts.append(f'<p class="path">{_e(spec_file)}</p>')
+    parts += [_results_table(name, records), _notes(records), _charts(records), _detection(records),
+              _failure_details(name, records), _fingerprints(records), "</section>"]
+    return "\n".join(p for p in parts if p)
+
+
+def _comparison_columns(records: List[dict]) -> List[str]:
+    against = {str(c.get("against")) for r in records for c in _list(r.get("comparisons")) if isinstance(c, dict)}
+    return sorted(against, key=lambda a: (a != "baseline", _version_key(a)))
+
+
+def _results_table(name: str, records: List[dict]) -> str:
+    against = _comparison_columns(records)
+    board = any(_vs_sim_cosines(r) for r in records)
+    detector = any(_dict(r.get("detection")) for r in records)
+    head = ["version", "backend", "worst cosine per output"] + (["board vs sim"] if board else [])
+    head += (["mAP@0.5 (onnxruntime)"] if detector else []) + [f"vs {a}" for a in against]
+    head += ["outcome", "class", "time"]
+    rows = []
+    for record in records:
+        cells = [_e(record.get("version")), _e(record.get("backend")), _cosine_cell(record)]
+        if board:
+            cells.append(_cosine_list(_vs_sim_cosines(record), {}))
+        if detector:
+            cells.append(_map_cell(_dict(record.get("detection"))))
+        by_against = {str(c.get("against")): c for c in _list(record.get("comparisons")) if isinstance(c, dict)}
+        cells += [_comparison_cell(by_against.get(a), a == record.get("version")) for a in against]
+        cells += [_outcome_cell(name, record), _badge(record["class"]) if record.get("class") else "-",
+                  _time_cell(_dict(record.get("timings")))]
+        row_class = ' class="failed"' if _failed(record) else ""
+        rows.append(f"<tr{row_class}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (f'<div class="scroll"><table class="results"><tr>{"".join(f"<th>{_e(h)}</th>" for h in head)}</tr>'
+            f'{"".join(rows)}</table></div>')
+
+
+def _worst_cosines(record: dict) -> Dict[str, object]:
+    """Output name -> worst cosine, in the model's output order; outputs without one too (as None)."""
+    cosines: Dict[str, object] = {}
+    for output in _list(record.get("outputs")):
+        if isinstance(output, dict) and output.get("name") is not None:
+            cosines[str(output["name"])] = output.get("worst_cosine")
+    cosines.update(_prefixed(_dict(record.get("metrics")), "cosine."))
+    return cosines
+
+
+def _vs_sim_cosines(record: dict) -> Dict[str, object]:
+    found = {str(o["name"]): o["vs_sim_cosine"] for o in _list(record.get("outputs"))
+             if isinstance(o, dict) and o.get("name") is not None and o.get("vs_sim_cosine") is not None}
+    found.update(_prefixed(_dict(record.get("metrics")), "vs_sim_cosine."))
+    return found
+
+
+def _cosine_cell(record: dict) -> str:
+    thresholds = _prefixed(_dict(record.get("thresholds")), "cosine.")
+    cell = _cosine_list(_worst_cosines(record), thresholds)
+    problems = [_output_problem(o) for o in _list(record.get("outputs")) if isinstance(o, dict)]
+    return cell + "".join(f'<div class="bad">{_e(p)}</div>' for p in problems if p)
+
+
+def _cosine_list(cosines: Dict[str, object], thresholds: Dict[str, object]) -> str:
+    """`name value` lines in a two-column grid; values under their threshold (or NaN) in red."""
+    if not cosines:
+        return "-"
+    lines = []
+    for name, value in cosines.items():
+        threshold, number = thresholds.get(name), _number(value)
+        bad = number is not None and (not math.isfinite(number)
+                                      or (_finite(threshold) is not None and number < _finite(threshold)))
+        title = f' title="min {_e(threshold)}"' if threshold is not None else ""
+        lines.append(f'<span class="name">{_e(name)}</span>'
+                     f'<span class="num{" bad" if bad else ""}"{title}>{_e(_cosine(value, threshold))}</span>')
+    return f'<div class="pairs">{"".join(lines)}</div>'
+
+
+def _output_problem(output: dict) -> str:
+    name = output.get("name")
+    if output.get("shape_ok") is False:
+        return f"{name}: shape {output.get('shape')} vs onnxruntime {output.get('ref_shape')}"
+    if output.get("missing"):
+        return f"{name}: missing in {output['missing']} samples"
+    if output.get("nonfinite"):
+        return f"{name}: {output['nonfinite']} NaN/Inf values"
+    return ""
+
+
+def _map_cell(detection: dict) -> str:
+    if not detection:
+        return "-"
+    if _number(detection.get("map50")) is not None:
+        title = f"mAP@0.5:0.95 {_fixed(detection.get('map'))} (onnxruntime {_fixed(detection.get('ref_map'))})"
+        return (f'<span class="num" title="{_e(title)}">{_fixed(detection["map50"])}</span> '
+                f'<span class="muted">({_fixed(detection.get("ref_map50"))})</span>')
+    return f'<span class="muted">agreement</span> <span class="num">{_fixed(detection.get("agreement_map50"))}</span>'
+
+
+def _comparison_cell(comparison: Optional[dict], is_reference: bool = False) -> str:
+    if comparison is None:
+        return '<span class="muted">reference</span>' if is_reference else "-"
+    source = f"source: {comparison.get('source') or '?'}"
+    if "deltas" not in comparison:
+        text = "no baseline" if comparison.get("against") == "baseline" else "n/a"
+        reason = comparison.get("missing") or ""
+        return f'<span class="muted" title="{_e(reason)}&#10;{_e(source)}">{text}</span>'
+    deltas = {k: v for k, v in _dict(comparison.get("deltas")).items() if isinstance(v, dict)}
+    worst = _worst_per_family(deltas)
+    if "map50" in worst:
+        worst.pop("agreement_map50", None)
+    title = "&#10;".join([_e(source)] + [_e(_delta_line(k, v)) for k, v in deltas.items()])
+    lines = [f'<span class="{"bad" if d.get("failed") else ""}">{_e(FAMILY_LABELS.get(f, f))} '
+             f'{_e(_delta_text(d))}</span>' for f, d in worst.items()]
+    return f'<div class="deltas" title="{title}">{"<br>".join(lines) or "-"}</div>'
+
+
+def _worst_per_family(deltas: Dict[str, dict]) -> Dict[str, dict]:
+    """The worst change of each metric family shown, and of every family that failed."""
+    worst: Dict[str, dict] = {}
+    for name, delta in deltas.items():
+        family = name.split(".", 1)[0]
+        if family not in SHOWN_FAMILIES and not delta.get("failed"):
+            continue
+        if family not in worst or _worse(family, delta, worst[family]):
+            worst[family] = delta
+    return dict(sorted(worst.items(), key=lambda item: list(FAMILY_LABELS).index(item[0])
+                       if item[0] in FAMILY_LABELS else len(FAMILY_LABELS)))
+
+
+def _worse(family: str, a: dict, b: dict) -> bool:
+    if bool(a.get("failed")) != bool(b.get("failed")):
+        return bool(a.get("failed"))
+    da, db = _finite(a.get("delta")), _finite(b.get("delta"))
+    if da is None or db is None:
+        return db is None and da is not None
+    return da > db if family in LOWER_IS_BETTER else da < db
+
+
+def _delta_text(delta: dict) -> str:
+    number = _finite(delta.get("delta"))
+    text = "?" if number is None else ("=" if number == 0 else f"{number:+.2g}")
+    return text + (" !" if delta.get("failed") else "")
+
+
+def _delta_line(name: str, delta: dict) -> str:
+    allowed = _number(delta.get("allowed"))
+    return (f"{name}: {_fixed(delta.get('value'), 6)} vs {_fixed(delta.get('reference'), 6)}"
+            f" ({_delta_text(delta)}{'' if allowed is None else f', allowed {allowed:g}'})")
+
+
+def _outcome_cell(spec: str, record: dict) -> str:
+    if not _failed(record):
+        return _badge("passed")
+    return f'{_badge("failed")} <a href="#{_anchor("fail", spec, _item_label(record))}">details</a>'
+
+
+def _time_cell(timings: dict) -> str:
+    steps = {k: _finite(v) for k, v in timings.items() if _finite(v) is not None}
+    if not steps:
+        return "-"
+    title = "&#10;".join(f"{_e(k)}: {_seconds(v)}" for k, v in steps.items())
+    return f'<span class="num" title="{title}">{_seconds(sum(steps.values()))}</span>'
+
+
+def _notes(records: List[dict]) -> str:
+    """Warnings of the items that passed (a failed item's are in its failure details)."""
+    lines = [f"<li><b>{_e(_item_label(r))}</b>: {_e(w)}</li>"
+             for r in records if not _failed(r) for w in _list(r.get("warnings"))]
+    return f'<ul class="notes">{"".join(lines)}</ul>' if lines else ""
+
+
+# ------------------------------------------------------------------ charts
+
+
+def _charts(records: List[dict]) -> str:
+    svgs = [charts.bar_chart("Worst cosine per output (vs onnxruntime)", _cosine_groups(records))]
+    if any(_dict(r.get("detection")) for r in records):
+        svgs.append(_map_chart(records))
+    return '<div class="charts">' + "".join(svgs) + "</div>"
+
+
+def _cosine_groups(records: List[dict]) -> List[charts.Group]:
+    names: List[str] = []
+    for record in records:
+        names += [n for n in _worst_cosines(record) if n not in names]
+    groups = []
+    for record in records:
+        cosines, thresholds = _worst_cosines(record), _prefixed(_dict(record.get("thresholds")), "cosine.")
+        bars = tuple(charts.Bar(label=name, value=_number(cosines.get(name)), failed=_failed(record),
+                                threshold=_finite(thresholds.get(name)),
+                                tooltip=f"{_item_label(record)} {name}: {_cosine(cosines.get(name))}")
+                     for name in names) if cosines else ()
+        groups.append(charts.Group(_item_label(record), bars, failed=_failed(record),
+                                   empty_note=_class_of(record)))
+    return groups
+
+
+def _map_chart(records: List[dict]) -> str:
+    """mAP@0.5 against the labels with onnxruntime's as the reference; without labels, the
+    agreement with onnxruntime's detections (where onnxruntime scores 1.0)."""
+    labelled = any(_number(_dict(r.get("detection")).get("map50")) is not None for r in records)
+    key = "map50" if labelled else "agreement_map50"
+    groups = []
+    for record in records:
+        detection = _dict(record.get("detection"))
+        bars = (charts.Bar(label="", value=_number(detection.get(key)), failed=_failed(record),
+                           tooltip=f"{_item_label(record)}: {_fixed(detection.get(key))}"),) if detection else ()
+        reference = _finite(detection.get("ref_map50")) if labelled else None
+        groups.append(charts.Group(_item_label(record), bars, failed=_failed(record), reference=reference,
+                                   empty_note=_class_of(record)))
+    title = "mAP@0.5 against the labels" if labelled else "Agreement mAP@0.5 with onnxruntime"
+    return charts.bar_chart(title, groups, value_decimals=3)
+
+
+# ------------------------------------------------------------------ detection
+
+
+def _detection(records: List[dict]) -> str:
+    detected = [r for r in records if _dict(r.get("detection"))]
+    if not detected:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("item", "mAP@0.5 (onnxruntime)", "mAP@0.5:0.95 (onnxruntime)",
+                                              "agreement mAP@0.5", "detections (onnxruntime)",
+                                              "worst cosine per slice"))
+    rows = "".join(_detection_row(r, _dict(r["detection"])) for r in detected)
+    overlays = "".join(_overlays(r, _dict(r["detection"])) for r in detected)
+    return f'<h3>Detection</h3><div class="scroll"><table class="detection"><tr>{head}</tr>{rows}</table></div>{overlays}'
+
+
+def _detection_row(record: dict, detection: dict) -> str:
+    def pair(key: str) -> str:
+        return (f'<span class="num">{_fixed(detection.get(key))}</span> '
+                f'<span class="muted">({_fixed(detection.get("ref_" + key))})</span>')
+
+    cells = [f'<span class="nowrap">{_e(_item_label(record))}</span>', pair("map50"), pair("map"),
+             f'<span class="num">{_fixed(detection.get("agreement_map50"))}</span>',
+             _counts_cell(_list(detection.get("counts"))), _slices_cell(_dict(detection.get("slice_cosines")))]
+    row_class = ' class="failed"' if _failed(record) else ""
+    return f"<tr{row_class}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _counts_cell(counts: list) -> str:
+    rows = [c for c in counts if isinstance(c, (list, tuple)) and len(c) >= 3]
+    if not rows:
+        return "-"
+    ours, theirs = sum(_finite(c[1]) or 0 for c in rows), sum(_finite(c[2]) or 0 for c in rows)
+    differ = [c for c in rows if c[1] != c[2]]
+    text = f"{ours:g} ({theirs:g}) in {len(rows)} images"
+    if not differ:
+        return _e(text)
+    title = "&#10;".join(_e(f"{c[0]}: {c[1]} ({c[2]})") for c in differ)
+    return f'{_e(text)}<br><span class="warn" title="{title}">{len(differ)} images differ</span>'
+
+
+def _slices_cell(slices: dict) -> str:
+    """A grid: one row per output, one column per slice (boxes, objectness, classes)."""
+    names: List[str] = []
+    for parts in slices.values():
+        names += [k for k in _dict(parts) if k not in names]
+    if not names:
+        return "-"
+    cells = ["<span></span>"] + [f'<span class="muted">{_e(n)}</span>' for n in names]
+    for output, parts in slices.items():
+        cells.append(f'<span class="name">{_e(output)}</span>')
+        for name in names:
+            value = _dict(parts).get(name)
+            bad = _number(value) is not None and _finite(value) is None
+            cells.append(f'<span class="num{" bad" if bad else ""}">{_e(_cosine(value))}</span>')
+    return f'<div class="slices" style="grid-template-columns: repeat({len(names) + 1}, auto)">{"".join(cells)}</div>'
+
+
+def _overlays(record: dict, detection: dict) -> str:
+    paths = [p for p in _list(detection.get("overlays")) if p]
+    if not paths:
+        return ""
+    figures = []
+    for path in paths:
+        uri = _data_uri(Path(str(path)))
+        caption = f"<figcaption>{_e(Path(str(path)).name)}</figcaption>"
+        if uri is None:
+            figures.append(f'<figure class="missing"><p>image not found: {_e(path)}</p>{caption}</figure>')
+        else:
+            figures.append(f'<figure><img src="{uri}" alt="{_e(Path(str(path)).name)}">{caption}</figure>')
+    open_attr = " open" if _failed(record) else ""
+    return (f'<details class="overlays"{open_attr}><summary>Detection overlays, {_e(_item_label(record))}: '
+            f'onnxruntime | RKNN on the {len(paths)} worst images</summary>'
+            f'<div class="gallery">{"".join(figures)}</div></details>')
+
+
+def _data_uri(path: Path) -> Optional[str]:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    mime = next((m for magic, m in IMAGE_TYPES.items() if data.startswith(magic)), None)
+    mime = mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+# ------------------------------------------------------------------ failures and fingerprints
+
+
+def _failure_details(spec: str, records: List[dict]) -> str:
+    failed = [r for r in records if _failed(r)]
+    if not failed:
+        return ""
+    return "<h3>Failures</h3>" + "".join(_failure(spec, r) for r in failed)
+
+
+def _failure(spec: str, record: dict) -> str:
+    message = str(record.get("message") or "")
+    extra = [str(f) for f in _list(record.get("failures")) if str(f) != message]
+    parts = [f'<div class="failure" id="{_anchor("fail", spec, _item_label(record))}">'
+             f'<h4>{_e(_item_name(record))} {_badge(_class_of(record))}</h4>']
+    if record.get("nodeid"):
+        parts.append(f'<p class="path">{_e(record["nodeid"])}</p>')
+    if message:
+        parts.append(f'<p class="message">{_e(message)}</p>')
+    parts += _listing("failures", extra) + _listing("warnings", [str(w) for w in _list(record.get("warnings"))])
+    if record.get("log"):
+        parts.append(f'<p class="path">log: {_e(record["log"])}</p>')
+    if record.get("log_tail"):
+        parts.append(f'<pre class="log">{_e(record["log_tail"])}</pre>')
+    return "".join(parts) + "</div>"
+
+
+def _listing(title: str, lines: List[str]) -> List[str]:
+    if not lines:
+        return []
+    return [f'<p class="label">{_e(title)}</p><ul>{"".join(f"<li>{_e(line)}</li>" for line in lines)}</ul>']
+
+
+def _fingerprints(records: List[dict]) -> str:
+    """One column per item, so two versions' toolkit environments read side by side."""
+    columns = [_fingerprint_rows(_dict(r.get("fingerprint"))) for r in records]
+    keys: List[str] = []
+    for column in columns:
+        keys += [k for k in column if k not in keys]
+    if not keys:
+        return ""
+    head = "".join(f"<th>{_e(_item_label(r))}</th>" for r in records)
+    rows = "".join(f"<tr><th>{_e(k)}</th>" + "".join(f"<td>{c.get(k, '')}</td>" for c in columns) + "</tr>"
+                   for k in keys)
+    return (f'<details class="fingerprints"><summary>Fingerprints</summary><div class="scroll">'
+            f'<table><tr><th></th>{head}</tr>{rows}</table></div></details>')
+
+
+def _fingerprint_rows(fingerprint: dict) -> Dict[str, str]:
+    """Row name -> cell HTML."""
+    rows = {}
+    for key in ("toolkit_version", "target", "config_hash", "model_sha256", "rknn_sha256"):
+        if fingerprint.get(key) is not None:
+            rows[key.replace("_", " ")] = _hash(fingerprint[key]) if key.endswith("sha256") else _e(fingerprint[key])
+    for prefix in ("toolkit_env", "board"):
+        for key, value in _dict(fingerprint.get(prefix)).items():
+            if value not in (None, "", []):
+                text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+                rows[f"{prefix.replace('_', ' ')} {key}"] = _e(text)
+    return rows
+
+
+def _hash(value) -> str:
+    text = str(value)
+    return f'<code title="{_e(text)}">{_e(text[:12])}…</code>' if len(text) > 16 else f"<code>{_e(text)}</code>"
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
+
+CSS = """
+body { font: 14px/1.45 "DejaVu Sans", Arial, sans-serif; color: #222; margin: 0 auto; padding: 16px 24px 48px;
+       max-width: 1280px; background: #fff; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 0 0 2px; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+h4 { font-size: 14px; margin: 0 0 4px; }
+header { border-bottom: 2px solid #ddd; padding-bottom: 10px; margin-bottom: 16px; }
+header p { margin: 4px 0; }
+.meta, .host, .path, .muted { color: #666; }
+.path { font-size: 12px; margin: 0 0 8px; overflow-wrap: anywhere; }
+section { margin: 0 0 22px; }
+section.spec { border-top: 1px solid #ddd; padding-top: 14px; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 4px 0 8px; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f5f7; font-weight: 600; }
+tr.failed td { background: #fdecea; }
+tr.failed td:first-child { box-shadow: inset 4px 0 0 #d1412f; }
+.num, code { font-family: "DejaVu Sans Mono", monospace; font-size: 13px; font-variant-numeric: tabular-nums; }
+.pairs { display: grid; grid-template-columns: auto auto; gap: 0 10px; justify-content: start; align-items: baseline; }
+.pairs .name, .slices .name { color: #555; }
+.slices { display: grid; gap: 0 12px; justify-content: start; align-items: baseline; }
+.nowrap { white-space: nowrap; }
+.warn { color: #a65f00; }
+.bad { color: #c0392b; font-weight: 600; }
+.deltas { font-family: "DejaVu Sans Mono", monospace; font-size: 13px; white-space: nowrap; }
+.badge { display: inline-block; color: #fff; border-radius: 3px; padding: 0 6px; font-size: 12px; font-weight: 600;
+         line-height: 18px; white-space: nowrap; }
+.overview th.spec { background: none; font-weight: normal; }
+.notes { color: #8a5a00; margin: 4px 0 8px; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px 28px; align-items: flex-start; margin: 8px 0; }
+svg.chart { max-width: 100%; height: auto; }
+details { margin: 6px 0; }
+summary { cursor: pointer; color: #2c5d9e; }
+.gallery { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 6px; }
+figure { margin: 0; }
+figure img { display: block; max-width: 100%; border: 1px solid #ccc; }
+figcaption { font-size: 12px; color: #666; }
+figure.missing p { color: #c0392b; border: 1px dashed #c0392b; padding: 12px; margin: 0; }
+.failure { border-left: 4px solid #d1412f; background: #fdf6f5; padding: 8px 12px; margin: 8px 0; }
+.failure ul { margin: 2px 0 6px; padding-left: 22px; }
+.message { font-weight: 600; margin: 4px 0; overflow-wrap: anywhere; }
+.label { margin: 6px 0 0; color: #666; font-size: 12px; text-transform: uppercase; }
+pre.log { background: #1e1e1e; color: #e6e6e6; padding: 8px 10px; font-size: 12px; max-height: 360px;
+          overflow: auto; white-space: pre-wrap; overflow-wrap: anywhere; margin: 6px 0 0; }
+"""
