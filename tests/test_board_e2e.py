@@ -1,6 +1,7 @@
 """The board path end to end: a real OpenSSH server on 127.0.0.1, paramiko, the remote
 runner, and a test double of rknnlite that computes outputs from the uploaded model."""
 
+import json
 import re
 import shutil
 import socket
@@ -194,6 +195,35 @@ def test_board_results_carry_the_board_fingerprint(board_pytest, pytester):
     result, _ = board_pytest("test_api.py", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_board?2.5.0-sim? PASSED*", "*test_board?2.5.0-board? PASSED*"])
+
+
+def test_a_board_runtime_that_got_worse_fails_its_baseline_while_the_simulator_passes(board_pytest, test_board,
+                                                                                     pytester, tmp_path):
+    shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
+    write_spec(pytester.path, "drifty", "model: cnn.onnx\n")
+    result, _ = board_pytest("--rknn-baseline=bl", "--rknn-baseline-update")
+    result.assert_outcomes(passed=2)
+    entries = json.loads((pytester.path / "bl" / "drifty.json").read_text())["entries"]
+    assert sorted(entries) == ["2.5.0-board", "2.5.0-sim"]
+    assert entries["2.5.0-board"]["metrics"]["vs_sim_cosine.logits"] > 0.999
+
+    test_board.set_fault("drifty.rknn", "drift")
+    try:
+        report = tmp_path / "report.json"
+        result, _ = board_pytest("--rknn-baseline=bl", f"--rknn-json={report}")
+    finally:
+        test_board.clear_faults()
+    assert outcomes(result) == {"drifty[2.5.0-board]": "ACCURACY"}
+    items = {i["backend"]: i for i in json.loads(report.read_text())["items"]}
+    board = items["board"]
+    assert board["failures"] and all(line.startswith("baseline bl/drifty.json: ") for line in board["failures"])
+    failed = {name for name, delta in board["comparisons"][0]["deltas"].items() if delta["failed"]}
+    assert "vs_sim_cosine.logits" in failed and not {n for n in failed if n.startswith("max_abs")}
+    assert min(board["metrics"][f"cosine.{o}"] for o in ("logits", "features")) >= 0.99  # the absolute check holds
+    fingerprint = board["fingerprint"]["board"]
+    assert fingerprint["soc"] == "rk3588" and fingerprint["librknnrt"].startswith("2.5.0 (")
+    assert fingerprint["driver"] and fingerprint["rknn_toolkit_lite2"] and fingerprint["python"]
+    assert items["sim"]["outcome"] == "passed" and items["sim"]["fingerprint"].get("board") is None
 
 
 def test_the_remote_work_dir_is_private_and_removed_at_the_end(test_board, tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ of rknn-toolkit-lite2 (tests/board/double) that stands in for an RK3588 NPU.
 
     board = start_test_board(tmp_path)      # sshd -D on 127.0.0.1:<free port>, keys in tmp_path
     board.register(sha256, onnx, ...)        # tell the double which model a .rknn file is
-    board.set_fault("segv.rknn", "segv")    # segv | hang | none_outputs | wrong_shape
+    board.set_fault("segv.rknn", "segv")    # segv | hang | none_outputs | wrong_shape | drift
     old = board.make_python("old", runtime_version="2.3.0")   # another board personality
     ...
     board.stop()
@@ -33,7 +33,7 @@ HOST = "127.0.0.1"
 SSHD = "/usr/sbin/sshd"
 DOUBLE = Path(__file__).resolve().parent / "double"
 REMOTE_WORKDIR = re.compile(r"pytest-rknn\.[A-Za-z0-9]{6,}")
-FAULTS = ("segv", "hang", "none_outputs", "wrong_shape")
+FAULTS = ("segv", "hang", "none_outputs", "wrong_shape", "drift")
 START_SECONDS = 10.0
 STOP_SECONDS = 5.0
 
