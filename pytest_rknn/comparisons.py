@@ -26,6 +26,30 @@ def worsening(metric: str, value: float, reference: float) -> float:
     return value - reference if family(metric) in LOWER_IS_BETTER else reference - value
 
 
+SUMMARY_FAMILIES = ("cosine", "vs_sim_cosine", "map50", "agreement_map50")  # others only when they fail
+
+
+def worst_per_family(deltas: Dict[str, dict]) -> Dict[str, dict]:
+    """For a summary: the worst change of each family in SUMMARY_FAMILIES and of any family that
+    failed; agreement mAP only when there is no mAP against labels."""
+    worst: Dict[str, dict] = {}
+    for name, delta in deltas.items():
+        kind = family(name)
+        if kind not in SUMMARY_FAMILIES and not delta["failed"]:
+            continue
+        if kind not in worst or _more_worrying(kind, delta, worst[kind]):
+            worst[kind] = delta
+    if "map50" in worst:
+        worst.pop("agreement_map50", None)
+    return worst
+
+
+def _more_worrying(kind: str, a: dict, b: dict) -> bool:
+    if a["failed"] != b["failed"]:
+        return a["failed"]
+    return a["delta"] > b["delta"] if kind in LOWER_IS_BETTER else a["delta"] < b["delta"]
+
+
 def compare_metrics(current: Dict[str, float], reference: Dict[str, float], allowed: Dict[str, float],
                     label: str, gate_key: str) -> Tuple[Dict[str, dict], List[str]]:
     """Per metric both values and the delta; a failure line per metric worse by more than allowed."""

@@ -40,3 +40,7 @@ class SpecError(RknnError):
         super().__init__(SPEC, message)
         self.path = path
         self.field = field
+
+
+class RknnWarning(UserWarning):
+    """Something about a run that passed is worth knowing (an old board runtime, no baseline)."""

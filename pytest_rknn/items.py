@@ -7,15 +7,11 @@ from typing import Optional
 
 import pytest
 
-from .errors import RknnError
+from .errors import RknnError, RknnWarning
 from .result import RunResult
 from .report import junit_properties
 from .runner import RknnRunner
 from .spec import Spec, load_spec, spec_name
-
-
-class RknnWarning(UserWarning):
-    """Something about a run that passed is worth knowing (e.g. an old board runtime)."""
 
 
 class RknnFailure(Exception):

@@ -13,6 +13,7 @@ from .baseline import BaselineStore
 from .items import RECORD_ATTRIBUTE
 from .report_html import write_html_report
 from .report_json import report_document, write_json_report
+from .result import json_safe
 
 
 @dataclass
@@ -56,4 +57,4 @@ class SessionRecords:
 
     def document(self) -> dict:
         baseline = self.settings.baseline.directory if self.settings.baseline else None
-        return report_document(self.records, self.settings.compare_to, baseline)
+        return json_safe(report_document(self.records, self.settings.compare_to, baseline))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+from .comparisons import worst_per_family
 from .result import RunResult, format_cosine
 
 
@@ -65,31 +66,19 @@ def _float(value) -> float:
 
 
 def comparison_text(comparison: dict) -> str:
-    """`cos -0.00031 map50 -0.012!`: the worst change per metric family; `!` where it failed."""
+    """`cos -0.00031  mAP50 -0.012!`: the worst change per metric family; `!` where it failed."""
     if comparison.get("missing"):
         return "no baseline" if comparison["against"] == "baseline" else "n/a"
-    worst: Dict[str, dict] = {}
-    for name, delta in comparison["deltas"].items():
-        family = name.split(".", 1)[0]
-        shown = family in SHOWN_FAMILIES or delta["failed"]
-        if shown and (family not in worst or _worse(family, delta, worst[family])):
-            worst[family] = delta
-    if "map50" in worst:
-        worst.pop("agreement_map50", None)
-    return "  ".join(f"{SHOWN_FAMILIES.get(f, f)} {_delta_text(d)}" for f, d in worst.items()) or "-"
+    worst = worst_per_family(comparison["deltas"])
+    return "  ".join(f"{FAMILY_LABELS.get(f, f)} {delta_text(d)}" for f, d in worst.items()) or "-"
 
 
-def _delta_text(delta: dict) -> str:
+def delta_text(delta: dict) -> str:
     return (f"{delta['delta']:+.2g}" if delta["delta"] else "=") + ("!" if delta["failed"] else "")
 
 
-SHOWN_FAMILIES = {"cosine": "cos", "vs_sim_cosine": "vs-sim", "map50": "mAP50", "agreement_map50": "agree50"}
-
-
-def _worse(family: str, a: dict, b: dict) -> bool:
-    if a["failed"] != b["failed"]:
-        return a["failed"]
-    return a["delta"] > b["delta"] if family == "max_abs" else a["delta"] < b["delta"]
+FAMILY_LABELS = {"cosine": "cos", "vs_sim_cosine": "vs-sim", "map50": "mAP50", "agreement_map50": "agree50",
+                 "map": "mAP"}
 
 
 def summary_table(records: List[Dict]) -> List[str]:

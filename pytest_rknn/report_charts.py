@@ -21,6 +21,7 @@ TEXT_COLOUR = "#222"
 
 FONT = 12
 CHAR_WIDTH = 0.62 * FONT  # an average glyph of DejaVu Sans / Arial, to size labels without measuring
+BOLD = 1.12  # bold glyphs are that much wider
 BAR = 30
 BAR_GAP = 6
 GROUP_GAP = 26
@@ -68,13 +69,18 @@ def bar_chart(title: str, groups: Sequence[Group], *, y_max: float = 1.0, thresh
     tick_labels = [f"{t:.{decimals}f}" for t in ticks]
     left = 14 + _text_width(max(tick_labels, key=len))
     names = (threshold_name, reference_name)
-    line_labels = _line_labels(groups, decimals + 1, *names)
+    line_labels = _line_labels(groups, *names)
     right = 12 + max((_text_width(text) for _, text, _ in line_labels), default=0)
-    layout = _layout(groups, left)
+    rotate, cell = _cells(groups)
+    if rotate:  # room for the first bar's slanted label, which reaches left of its bar
+        longest = max(_text_width(_short(b.label)) for g in groups for b in g.bars)
+        left = max(left, longest * math.cos(math.radians(40)) - GROUP_GAP / 2 - BAR / 2 + 8)
+    layout = _layout(groups, left, rotate, cell)
     label_depth = _bar_label_depth(groups, layout.rotate_labels)
     bottom = TOP + PLOT_HEIGHT
     height = bottom + label_depth + FONT + 14
-    width = max(layout.width + right, _text_width(title, FONT + 2) + 16, _legend_width(groups, line_labels, names))
+    width = max(layout.width + right, BOLD * _text_width(title, FONT + 2) + 16,
+                _legend_width(groups, line_labels, names))
 
     def y(value: float) -> float:
         return bottom - (min(max(value, lo), hi) - lo) / (hi - lo) * PLOT_HEIGHT
@@ -131,14 +137,18 @@ def _short(label: str) -> str:
     return label if len(label) <= MAX_LABEL_CHARS else label[:MAX_LABEL_CHARS - 1] + "…"
 
 
-def _layout(groups: Sequence[Group], left: float) -> _Layout:
-    longest = max((_text_width(_short(b.label)) for g in groups for b in g.bars), default=0)  # "" for no label
+def _cells(groups: Sequence[Group]) -> Tuple[bool, float]:
+    """Whether bar labels are slanted, and the width of a bar's cell: wide enough for its label."""
+    longest = max((_text_width(_short(b.label)) for g in groups for b in g.bars), default=0)
     rotate = longest + 8 > MAX_CELL
-    cell = BAR + BAR_GAP if rotate else max(BAR + BAR_GAP, longest + 8)
+    return rotate, BAR + BAR_GAP if rotate else max(BAR + BAR_GAP, longest + 8)
+
+
+def _layout(groups: Sequence[Group], left: float, rotate: bool, cell: float) -> _Layout:
     x = left + GROUP_GAP / 2
     group_spans, bar_x, cells = [], [], []
     for group in groups:
-        width = max(cell * max(len(group.bars), 1), _text_width(group.label) + 10)
+        width = max(cell * max(len(group.bars), 1), BOLD * _text_width(group.label) + 10)
         group_spans.append((x, x + width))
         first = x + (width - cell * len(group.bars)) / 2
         edges = [first + i * cell for i in range(len(group.bars) + 1)]
@@ -250,22 +260,22 @@ def _dashed(x0: float, x1: float, y: float, colour: str) -> str:
             f'stroke-dasharray="6 4"/>')
 
 
-def _line_labels(groups: Sequence[Group], decimals: int, threshold_name: str,
+def _line_labels(groups: Sequence[Group], threshold_name: str,
                  reference_name: str) -> List[Tuple[float, str, str]]:
     """(value, text, kind) for every distinct threshold and reference value, written right of the plot."""
     labels = {}
     for group in groups:
         for bar in group.bars:
             if bar.threshold is not None and math.isfinite(bar.threshold):
-                labels[(bar.threshold, "threshold")] = f"{threshold_name} {_trimmed(bar.threshold, decimals)}"
+                labels[(bar.threshold, "threshold")] = f"{threshold_name} {_trimmed(bar.threshold)}"
         if group.reference is not None and math.isfinite(group.reference):
             labels[(group.reference, "reference")] = f"{reference_name} {group.reference:.3f}"
     return [(value, text, kind) for (value, kind), text in sorted(labels.items())]
 
 
-def _trimmed(value: float, decimals: int) -> str:
-    """0.97 rather than 0.970000: a threshold as the spec wrote it."""
-    return repr(value) if len(repr(value)) <= decimals + 2 else f"{value:.{decimals}f}"
+def _trimmed(value: float) -> str:
+    """A threshold as the spec wrote it: 0.97, 0.99999999."""
+    return f"{value:.12g}"
 
 
 def _line_label_texts(labels: List[Tuple[float, str, str]], y, x: float) -> str:

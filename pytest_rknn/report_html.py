@@ -11,18 +11,16 @@ import mimetypes
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import report_charts as charts
 from .atomic import write_atomic
+from .comparisons import worst_per_family
+from .report import FAMILY_LABELS, delta_text
 from .result import format_cosine
 
 CLASS_COLOURS = {"ACCURACY": "#d1412f", "BUILD": "#8e44ad", "CRASH": "#7b1c1c", "TIMEOUT": "#b35c00",
                  "SPEC": "#2c6e91", "ENV": "#5f6b73"}
-FAMILY_LABELS = {"cosine": "cos", "vs_sim_cosine": "vs-sim", "map50": "mAP50", "agreement_map50": "agree50",
-                 "map": "mAP", "max_abs": "max_abs"}
-SHOWN_FAMILIES = ("cosine", "vs_sim_cosine", "map50", "agreement_map50")  # others only when they failed
-LOWER_IS_BETTER = {"max_abs"}
 IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 
 
@@ -31,7 +29,7 @@ def write_html_report(path: Path, document: dict) -> None:
 
 
 def render(document: dict) -> str:
-    items = [r for r in document.get("items") or [] if isinstance(r, dict)]
+    items = [r for r in _list(document.get("items")) if isinstance(r, dict)]
     by_spec: Dict[str, List[dict]] = {}
     for record in items:
         by_spec.setdefault(str(record.get("spec") or "?"), []).append(record)
@@ -78,10 +76,7 @@ def _cosine(value, threshold=None) -> str:
         return "-"
     if not math.isfinite(number):
         return str(number)
-    try:
-        return format_cosine(number, _finite(threshold))
-    except (ValueError, IndexError):  # a threshold repr without a decimal point, such as 1e-05
-        return format_cosine(number)
+    return format_cosine(number, _finite(threshold))
 
 
 def _version_key(version) -> Tuple:
@@ -127,6 +122,10 @@ def _list(value) -> list:
     return value if isinstance(value, list) else []
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _seconds(value: float) -> str:
     return f"{value:.1f} s" if value >= 10 else f"{value:.2f} s"
 
@@ -153,21 +152,21 @@ def _header(document: dict, items: List[dict]) -> str:
 def _totals(items: List[dict]) -> str:
     outcomes = Counter(_class_of(r) for r in items)
     failed = sum(n for name, n in outcomes.items() if name != "passed")
-    parts = [f"<b>{len(items)}</b> items", f'{_badge("passed")} {outcomes.get("passed", 0)}']
+    classes = ", ".join(f"{_badge(name)} {n}" for name, n in sorted(outcomes.items()) if name != "passed")
+    parts = [f"<b>{len(items)}</b> items", f'<b>{outcomes.get("passed", 0)}</b> passed']
     if failed:
-        parts.append(f"<b>{failed}</b> failed:")
-        parts += [f"{_badge(name)} {n}" for name, n in sorted(outcomes.items()) if name != "passed"]
-    return " ".join(parts)
+        parts.append(f"<b>{failed}</b> failed: {classes}")
+    return " · ".join(parts)
 
 
 def _overview(specs: List[Tuple[str, List[dict]]]) -> str:
     """One row per spec, one column per version-backend: the outcome of every item at a glance."""
-    columns = sorted({(r.get("version"), r.get("backend")) for _, records in specs for r in records},
-                     key=lambda c: _item_order({"version": c[0], "backend": c[1]}))
-    head = "".join(f"<th>{_e(v)} {_e(b)}</th>" for v, b in columns)
+    examples = {_item_label(r): r for _, records in specs for r in records}
+    columns = sorted(examples, key=lambda label: _item_order(examples[label]))
+    head = "".join(f"<th>{_e(label)}</th>" for label in columns)
     rows = []
     for name, records in specs:
-        cells = {(r.get("version"), r.get("backend")): r for r in records}
+        cells = {_item_label(r): r for r in records}
         tds = "".join(f"<td>{_badge(_class_of(cells[c])) if c in cells else ''}</td>" for c in columns)
         rows.append(f'<tr><th class="spec"><a href="#{_anchor("spec", name)}">{_e(name)}</a></th>{tds}</tr>')
     return (f'<section class="overview"><h2>Overview</h2><div class="scroll"><table>'
@@ -210,7 +209,7 @@ def _results_table(name: str, records: List[dict]) -> str:
             cells.append(_map_cell(_dict(record.get("detection"))))
         by_against = {str(c.get("against")): c for c in _list(record.get("comparisons")) if isinstance(c, dict)}
         cells += [_comparison_cell(by_against.get(a), a == record.get("version")) for a in against]
-        cells += [_outcome_cell(name, record), _badge(record["class"]) if record.get("class") else "-",
+        cells += [_outcome_cell(name, record), _badge(_class_of(record)) if _failed(record) else "-",
                   _time_cell(_dict(record.get("timings")))]
         row_class = ' class="failed"' if _failed(record) else ""
         rows.append(f"<tr{row_class}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -249,8 +248,8 @@ def _cosine_list(cosines: Dict[str, object], thresholds: Dict[str, object]) -> s
     lines = []
     for name, value in cosines.items():
         threshold, number = thresholds.get(name), _number(value)
-        bad = number is not None and (not math.isfinite(number)
-                                      or (_finite(threshold) is not None and number < _finite(threshold)))
+        limit = _finite(threshold)
+        bad = number is not None and (not math.isfinite(number) or (limit is not None and number < limit))
         title = f' title="min {_e(threshold)}"' if threshold is not None else ""
         lines.append(f'<span class="name">{_e(name)}</span>'
                      f'<span class="num{" bad" if bad else ""}"{title}>{_e(_cosine(value, threshold))}</span>')
@@ -286,48 +285,18 @@ def _comparison_cell(comparison: Optional[dict], is_reference: bool = False) -> 
         text = "no baseline" if comparison.get("against") == "baseline" else "n/a"
         reason = comparison.get("missing") or ""
         return f'<span class="muted" title="{_e(reason)}&#10;{_e(source)}">{text}</span>'
-    deltas = {k: v for k, v in _dict(comparison.get("deltas")).items() if isinstance(v, dict)}
-    worst = _worst_per_family(deltas)
-    if "map50" in worst:
-        worst.pop("agreement_map50", None)
+    deltas = comparison["deltas"]
+    worst = worst_per_family(deltas)
     title = "&#10;".join([_e(source)] + [_e(_delta_line(k, v)) for k, v in deltas.items()])
     lines = [f'<span class="{"bad" if d.get("failed") else ""}">{_e(FAMILY_LABELS.get(f, f))} '
-             f'{_e(_delta_text(d))}</span>' for f, d in worst.items()]
+             f'{_e(delta_text(d))}</span>' for f, d in worst.items()]
     return f'<div class="deltas" title="{title}">{"<br>".join(lines) or "-"}</div>'
-
-
-def _worst_per_family(deltas: Dict[str, dict]) -> Dict[str, dict]:
-    """The worst change of each metric family shown, and of every family that failed."""
-    worst: Dict[str, dict] = {}
-    for name, delta in deltas.items():
-        family = name.split(".", 1)[0]
-        if family not in SHOWN_FAMILIES and not delta.get("failed"):
-            continue
-        if family not in worst or _worse(family, delta, worst[family]):
-            worst[family] = delta
-    return dict(sorted(worst.items(), key=lambda item: list(FAMILY_LABELS).index(item[0])
-                       if item[0] in FAMILY_LABELS else len(FAMILY_LABELS)))
-
-
-def _worse(family: str, a: dict, b: dict) -> bool:
-    if bool(a.get("failed")) != bool(b.get("failed")):
-        return bool(a.get("failed"))
-    da, db = _finite(a.get("delta")), _finite(b.get("delta"))
-    if da is None or db is None:
-        return db is None and da is not None
-    return da > db if family in LOWER_IS_BETTER else da < db
-
-
-def _delta_text(delta: dict) -> str:
-    number = _finite(delta.get("delta"))
-    text = "?" if number is None else ("=" if number == 0 else f"{number:+.2g}")
-    return text + (" !" if delta.get("failed") else "")
 
 
 def _delta_line(name: str, delta: dict) -> str:
     allowed = _number(delta.get("allowed"))
     return (f"{name}: {_fixed(delta.get('value'), 6)} vs {_fixed(delta.get('reference'), 6)}"
-            f" ({_delta_text(delta)}{'' if allowed is None else f', allowed {allowed:g}'})")
+            f" ({delta_text(delta)}{'' if allowed is None else f', allowed {allowed:g}'})")
 
 
 def _outcome_cell(spec: str, record: dict) -> str:
@@ -401,22 +370,27 @@ def _detection(records: List[dict]) -> str:
     detected = [r for r in records if _dict(r.get("detection"))]
     if not detected:
         return ""
-    head = "".join(f"<th>{h}</th>" for h in ("item", "mAP@0.5 (onnxruntime)", "mAP@0.5:0.95 (onnxruntime)",
-                                              "agreement mAP@0.5", "detections (onnxruntime)",
-                                              "worst cosine per slice"))
-    rows = "".join(_detection_row(r, _dict(r["detection"])) for r in detected)
+    labelled = any(_number(_dict(r["detection"]).get("map50")) is not None for r in detected)
+    head = ["item"] + (["mAP@0.5 (onnxruntime)", "mAP@0.5:0.95 (onnxruntime)"] if labelled else [])
+    head += ["agreement mAP@0.5", "detections (onnxruntime)", "worst cosine per slice"]
+    rows = "".join(_detection_row(r, _dict(r["detection"]), labelled) for r in detected)
     overlays = "".join(_overlays(r, _dict(r["detection"])) for r in detected)
-    return f'<h3>Detection</h3><div class="scroll"><table class="detection"><tr>{head}</tr>{rows}</table></div>{overlays}'
+    table = (f'<div class="scroll"><table class="detection"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>'
+             f'{rows}</table></div>')
+    return f"<h3>Detection</h3>{table}{overlays}"
 
 
-def _detection_row(record: dict, detection: dict) -> str:
+def _detection_row(record: dict, detection: dict, labelled: bool) -> str:
     def pair(key: str) -> str:
+        if _number(detection.get(key)) is None:
+            return "-"
         return (f'<span class="num">{_fixed(detection.get(key))}</span> '
                 f'<span class="muted">({_fixed(detection.get("ref_" + key))})</span>')
 
-    cells = [f'<span class="nowrap">{_e(_item_label(record))}</span>', pair("map50"), pair("map"),
-             f'<span class="num">{_fixed(detection.get("agreement_map50"))}</span>',
-             _counts_cell(_list(detection.get("counts"))), _slices_cell(_dict(detection.get("slice_cosines")))]
+    cells = [f'<span class="nowrap">{_e(_item_label(record))}</span>']
+    cells += [pair("map50"), pair("map")] if labelled else []
+    cells += [f'<span class="num">{_fixed(detection.get("agreement_map50"))}</span>',
+              _counts_cell(_list(detection.get("counts"))), _slices_cell(_dict(detection.get("slice_cosines")))]
     row_class = ' class="failed"' if _failed(record) else ""
     return f"<tr{row_class}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
@@ -427,11 +401,11 @@ def _counts_cell(counts: list) -> str:
         return "-"
     ours, theirs = sum(_finite(c[1]) or 0 for c in rows), sum(_finite(c[2]) or 0 for c in rows)
     differ = [c for c in rows if c[1] != c[2]]
-    text = f"{ours:g} ({theirs:g}) in {len(rows)} images"
+    text = f"{ours:g} ({theirs:g}) in {_count(len(rows), 'image')}"
     if not differ:
         return _e(text)
     title = "&#10;".join(_e(f"{c[0]}: {c[1]} ({c[2]})") for c in differ)
-    return f'{_e(text)}<br><span class="warn" title="{title}">{len(differ)} images differ</span>'
+    return f'{_e(text)}<br><span class="warn" title="{title}">{_count(len(differ), "image")} differ</span>'
 
 
 def _slices_cell(slices: dict) -> str:
@@ -465,7 +439,7 @@ def _overlays(record: dict, detection: dict) -> str:
             figures.append(f'<figure><img src="{uri}" alt="{_e(Path(str(path)).name)}">{caption}</figure>')
     open_attr = " open" if _failed(record) else ""
     return (f'<details class="overlays"{open_attr}><summary>Detection overlays, {_e(_item_label(record))}: '
-            f'onnxruntime | RKNN on the {len(paths)} worst images</summary>'
+            f'onnxruntime | RKNN, {_count(len(paths), "worst image")}</summary>'
             f'<div class="gallery">{"".join(figures)}</div></details>')
 
 
@@ -521,10 +495,14 @@ def _fingerprints(records: List[dict]) -> str:
     if not keys:
         return ""
     head = "".join(f"<th>{_e(_item_label(r))}</th>" for r in records)
-    rows = "".join(f"<tr><th>{_e(k)}</th>" + "".join(f"<td>{c.get(k, '')}</td>" for c in columns) + "</tr>"
-                   for k in keys)
+    rows = []
+    for key in keys:
+        cells = [c.get(key, "") for c in columns]
+        differs = ' class="differs"' if len(set(cells)) > 1 else ""
+        rows.append(f"<tr{differs}><th>{_e(key)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (f'<details class="fingerprints"><summary>Fingerprints</summary><div class="scroll">'
-            f'<table><tr><th></th>{head}</tr>{rows}</table></div></details>')
+            f'<table><tr><th></th>{head}</tr>{"".join(rows)}</table></div>'
+            '<p class="muted">Rows that differ between items are highlighted.</p></details>')
 
 
 def _fingerprint_rows(fingerprint: dict) -> Dict[str, str]:
@@ -532,7 +510,8 @@ def _fingerprint_rows(fingerprint: dict) -> Dict[str, str]:
     rows = {}
     for key in ("toolkit_version", "target", "config_hash", "model_sha256", "rknn_sha256"):
         if fingerprint.get(key) is not None:
-            rows[key.replace("_", " ")] = _hash(fingerprint[key]) if key.endswith("sha256") else _e(fingerprint[key])
+            value = fingerprint[key]
+            rows[key.replace("_", " ")] = _hash(value) if key.endswith(("sha256", "hash")) else _e(value)
     for prefix in ("toolkit_env", "board"):
         for key, value in _dict(fingerprint.get(prefix)).items():
             if value not in (None, "", []):
@@ -585,6 +564,7 @@ tr.failed td:first-child { box-shadow: inset 4px 0 0 #d1412f; }
 .slices { display: grid; gap: 0 12px; justify-content: start; align-items: baseline; }
 .nowrap { white-space: nowrap; }
 .warn { color: #a65f00; }
+tr.differs td { background: #fff6dd; }
 .bad { color: #c0392b; font-weight: 600; }
 .deltas { font-family: "DejaVu Sans Mono", monospace; font-size: 13px; white-space: nowrap; }
 .badge { display: inline-block; color: #fff; border-radius: 3px; padding: 0 6px; font-size: 12px; font-weight: 600;

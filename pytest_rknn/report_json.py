@@ -9,7 +9,6 @@ from typing import List, Optional
 
 from .atomic import write_atomic
 from .fingerprint import host_versions
-from .result import json_safe
 
 FORMAT = "pytest-rknn-report/1"
 
@@ -26,4 +25,4 @@ def report_document(records: List[dict], compare_to: Optional[str], baseline: Op
 
 
 def write_json_report(path: Path, document: dict) -> None:
-    write_atomic(path, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(document, indent=2, allow_nan=False) + "\n")

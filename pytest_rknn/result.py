@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ def format_cosine(value: Optional[float], threshold: Optional[float] = None) -> 
         return "nan"
     decimals = 6
     if threshold is not None:
-        decimals = max(decimals, len(repr(float(threshold)).split(".")[1]) + 1)
+        exponent = decimal.Decimal(repr(float(threshold))).as_tuple().exponent  # 0.995 -> -3, 1e-05 -> -5
+        decimals = max(decimals, -exponent + 1)
     scale = 10 ** decimals
     return f"{math.floor(value * scale) / scale:.{decimals}f}"
 

@@ -37,8 +37,9 @@ def readme_script() -> str:
 def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest, pytester, tmp_path):
     write_spec(pytester.path, "yolo", DETECTOR)
     write_spec(pytester.path, "yolo_strict", DETECTOR + "gate: {map50: 0.005}\n")
-    report = tmp_path / "report.json"
-    result, _ = run_pytest("--rknn-toolkit=2.3.2,2.5.0", "--rknn-compare-to=2.3.2", f"--rknn-json={report}")
+    report, page = tmp_path / "report.json", tmp_path / "report.html"
+    result, _ = run_pytest("--rknn-toolkit=2.3.2,2.5.0", "--rknn-compare-to=2.3.2", f"--rknn-json={report}",
+                           f"--rknn-html={page}")
     result.assert_outcomes(passed=3, failed=1)
     items = {(i["spec"], i["version"]): i for i in json.loads(report.read_text())["items"]}
     strict = items["yolo_strict", "2.5.0"]
@@ -52,6 +53,11 @@ def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest
     assert items["yolo", "2.5.0"]["outcome"] == "passed"
     result.stdout.re_match_lines([r"yolo\s+2\.3\.2\s+sim\s+.*\s+-\s+passed",
                                   rf"yolo\s+2\.5\.0\s+sim\s+.*\s+cos \+[0-9.e-]+\s+mAP50 {new_map - old_map:+.2g}\s+passed"])
+
+    html = page.read_text()
+    assert html.count("<svg") == 4  # per spec: cosine per output and mAP@0.5, per version
+    assert html.count("data:image/png;base64,") == 4 * 3  # the three worst images of each item, embedded
+    assert "upgrade gate vs 2.3.2 (this run): map50" in html and "model_sha256" in html
 
     table = subprocess.run([sys.executable, "-c", readme_script(), str(report)], capture_output=True, text=True,
                            check=True).stdout.splitlines()

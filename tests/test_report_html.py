@@ -1,0 +1,271 @@
+"""The HTML report: a self-contained page, escaped, with charts and embedded overlays; and a real
+browser renders it."""
+
+import base64
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pytest_rknn import report_charts
+from pytest_rknn.report_html import write_html_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+WINDOW = (1280, 2400)
+OVERLAY_COLOUR = (23, 201, 140)  # a colour nothing else on the page uses
+HOSTILE = "cosine 0.5 < min 0.99 & \"quoted\" 'single'"
+LOG_TAIL = "E rknn.build: <script>alert('x')</script> & the rest\nTraceback: a < b"
+
+
+def fingerprint(version, board=None):
+    found = {"host": {"python": "3.11.7"}, "config_hash": "c0ffee12", "target": "rk3588",
+             "model_sha256": "ab" * 32, "rknn_sha256": "cd" * 32, "toolkit_version": version,
+             "toolkit_env": {"python": "3.11.7", "onnx": "1.18.0", "torch": "2.13.0+cpu", "numpy": "1.26.4"}}
+    if board:
+        found["board"] = board
+    return found
+
+
+def record(spec, version, backend="sim", **fields):
+    found = {"spec": spec, "spec_file": f"/specs/{spec}.rknn.yaml", "version": version, "backend": backend,
+             "outcome": "passed", "class": None, "message": "", "failures": [], "warnings": [], "metrics": {},
+             "outputs": [], "detection": None, "thresholds": {}, "comparisons": [],
+             "fingerprint": fingerprint(version), "timings": {"build": 1.25, "inference": 0.5},
+             "log": f"/runs/{spec}/{version}/log.txt", "log_tail": None,
+             "nodeid": f"specs/{spec}.rknn.yaml::{spec}[{version}-{backend}]"}
+    found.update(fields)
+    return found
+
+
+def output(name, worst, vs_sim=None):
+    return {"name": name, "worst_cosine": worst, "cosines": [worst], "max_abs": 0.01, "shape_ok": True,
+            "missing": 0, "nonfinite": 0, "vs_sim_cosine": vs_sim}
+
+
+def cnn_records():
+    thresholds = {"cosine.logits": 0.999, "cosine.features": 0.999}
+    passed = record("cnn", "2.5.0", thresholds=thresholds,
+                    metrics={"cosine.logits": 0.99999996, "cosine.features": 0.9995, "max_abs.logits": 0.003},
+                    outputs=[output("logits", 0.99999996), output("features", 0.9995)],
+                    comparisons=[{"against": "baseline", "source": "baselines/cnn.json", "deltas": {
+                        "cosine.logits": {"value": 0.99999996, "reference": 0.99999996, "delta": 0.0,
+                                          "allowed": 0.001, "failed": False}}}])
+    board = record("cnn", "2.5.0", "board", thresholds=thresholds,
+                   metrics={"cosine.logits": 0.9999, "vs_sim_cosine.logits": 0.99995},
+                   outputs=[output("logits", 0.9999, vs_sim=0.99995)],
+                   warnings=["board librknnrt 2.3.0 is older than the toolkit 2.5.0"],
+                   fingerprint=fingerprint("2.5.0", {"address": "10.0.0.7:22", "soc": "rk3588",
+                                                     "librknnrt": "2.3.0 (c949ad889d)", "compatible": ["a", "b"]}))
+    failed = record("cnn", "2.3.2", thresholds=thresholds, outcome="failed", **{"class": "ACCURACY"},
+                    message=HOSTILE, failures=[HOSTILE, "baseline baselines/cnn.json: cosine.features worse"],
+                    metrics={"cosine.logits": 0.5, "cosine.features": "nan"},
+                    outputs=[output("logits", 0.5), output("features", "nan")],
+                    comparisons=[{"against": "baseline", "source": "baselines/cnn.json", "deltas": {
+                        "cosine.logits": {"value": 0.5, "reference": 0.9999, "delta": -0.4999, "allowed": 0.001,
+                                          "failed": True}}}])
+    return [passed, board, failed]
+
+
+def broken_record():
+    return record("broken", "2.5.0", outcome="failed", **{"class": "BUILD"}, message="rknn.build returned -1 <oops>",
+                  failures=["rknn.build returned -1 <oops>"], log_tail=LOG_TAIL, timings={},
+                  comparisons=[{"against": "2.3.2", "source": "this run", "missing": "its result has no metrics"}])
+
+
+def detector_records(tmp_path):
+    overlay = tmp_path / "overlay.png"
+    Image.new("RGB", (240, 120), OVERLAY_COLOUR).save(overlay)
+    detection = {"layout": "heads", "map50": 0.92, "ref_map50": 0.918, "map": 0.75, "ref_map": 0.76,
+                 "agreement_map50": 0.97, "counts": [["a.jpg", 4, 4], ["b.jpg", 3, 5]],
+                 "slice_cosines": {"output0": {"boxes": 0.998, "objectness": "nan", "classes": 0.99}},
+                 "overlays": [str(overlay)]}
+    thresholds = {"cosine.output0": 0.97}
+    passed = record("yolo", "2.5.0", thresholds=thresholds, detection=detection,
+                    metrics={"cosine.output0": 0.995, "map50": 0.92}, outputs=[output("output0", 0.995)])
+    failed = record("yolo", "2.3.2", thresholds=thresholds, outcome="failed", **{"class": "ACCURACY"},
+                    message="mAP@0.5 0.60 < 0.95 x onnxruntime's", failures=["mAP@0.5 0.60 < 0.95 x onnxruntime's"],
+                    detection=dict(detection, map50=0.6, overlays=[str(overlay), str(tmp_path / "gone.png")]),
+                    metrics={"cosine.output0": 0.99, "map50": 0.6}, outputs=[output("output0", 0.99)])
+    return [passed, failed], overlay
+
+
+def document(items):
+    return {"format": "pytest-rknn-report/1", "created": "2026-11-22T05:57:02+00:00",
+            "host": {"python": "3.11.7", "onnxruntime": "1.31.1"}, "compare_to": "2.3.2",
+            "baseline": "/work/baselines", "items": items}
+
+
+@pytest.fixture
+def written(tmp_path):
+    detector, overlay = detector_records(tmp_path)
+    path = tmp_path / "out" / "report.html"
+    write_html_report(path, document(cnn_records() + [broken_record()] + detector))
+    return path, path.read_text(encoding="utf-8"), overlay
+
+
+class Rows(HTMLParser):
+    """(class attribute, text) of every row of the results tables."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.in_results, self.current = [], False, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.in_results = attrs.get("class") == "results"
+        elif tag == "tr" and self.in_results:
+            self.current = [attrs.get("class") or "", ""]
+            self.rows.append(self.current)
+
+    def handle_data(self, data):
+        if self.current is not None:
+            self.current[1] += data + " "
+
+    def handle_endtag(self, tag):
+        if tag in ("tr", "table"):
+            self.current = None
+
+
+def results_rows(text):
+    parser = Rows()
+    parser.feed(text)
+    return [(cls, " ".join(body.split())) for cls, body in parser.rows if not body.startswith("version")]
+
+
+def spec_sections(text):
+    return dict(re.findall(r'<section class="spec" id="spec-([^"]+)">(.*?)</section>', text, re.S))
+
+
+def test_written_atomically(written):
+    path, text, _ = written
+    assert text.startswith("<!doctype html>")
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]
+
+
+def test_text_from_the_document_is_escaped(written):
+    _, text, _ = written
+    assert "<script" not in text.lower()
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; the rest" in text
+    assert "cosine 0.5 &lt; min 0.99 &amp; &quot;quoted&quot; &#x27;single&#x27;" in text
+    assert "rknn.build returned -1 &lt;oops&gt;" in text
+
+
+def test_a_section_and_chart_per_spec_in_name_order(written):
+    _, text, _ = written
+    sections = spec_sections(text)
+    assert list(sections) == ["broken", "cnn", "yolo"]
+    assert all("<svg" in body for body in sections.values())
+    assert sections["yolo"].count("<svg") == 2  # cosine and mAP@0.5
+    assert "mAP@0.5 against the labels" in sections["yolo"] and "onnxruntime 0.918" in sections["yolo"]
+    assert "min 0.999" in sections["cnn"]  # the threshold line's label
+
+
+def test_failed_rows_are_marked(written):
+    _, text, _ = written
+    rows = results_rows(text)
+    assert len(rows) == 6
+    for cls, body in rows:
+        assert (cls == "failed") == ("failed" in body), body
+    assert sum(cls == "failed" for cls, _ in rows) == 3
+
+
+def test_cells_floor_cosines_and_show_nan_deltas_and_missing_comparisons(written):
+    _, text, _ = written
+    cnn = spec_sections(text)["cnn"]
+    rows = {" ".join(body.split()[:2]): body for _, body in results_rows(cnn)}
+    assert "logits 0.999999" in rows["2.5.0 sim"]  # floored, never rounded up to 1.000000
+    assert "features nan" in rows["2.3.2 sim"]
+    assert "cos -0.5!" in rows["2.3.2 sim"] and "cos =" in rows["2.5.0 sim"]
+    assert "board vs sim" in cnn and "logits 0.999950" in rows["2.5.0 board"]
+    broken = results_rows(spec_sections(text)["broken"])[0][1]
+    assert "n/a" in broken and "BUILD" in broken
+    assert "board librknnrt 2.3.0 is older" in cnn  # a passed item's warning
+
+
+def test_overlays_are_embedded_and_open_for_failed_items(written):
+    _, text, overlay = written
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(embedded) == 2
+    assert all(base64.b64decode(data) == overlay.read_bytes() for data in embedded)
+    assert "image not found: " in text and "gone.png" in text
+    assert len(re.findall(r'<details class="overlays" open>', text)) == 1
+    assert len(re.findall(r'<details class="overlays">', text)) == 1
+
+
+def test_nothing_is_loaded_from_elsewhere(written):
+    _, text, _ = written
+    for reference in ("http://", "https://", 'src="/', "src='/", 'href="/', "url(", "<script", "<link"):
+        assert reference not in text
+    assert not re.search(r'(src|href)="(?!data:|#)', text)
+
+
+def test_failure_details_and_fingerprints(written):
+    _, text, _ = written
+    broken = spec_sections(text)["broken"]
+    assert '<pre class="log">' in broken and "/runs/broken/2.5.0/log.txt" in broken
+    cnn = spec_sections(text)["cnn"]
+    assert "baseline baselines/cnn.json: cosine.features worse" in cnn
+    assert f'title="{"ab" * 32}"' in cnn and "abababababab…" in cnn
+    assert "10.0.0.7:22" in cnn and "2.13.0+cpu" in cnn
+
+
+def test_a_sparse_document_still_renders(tmp_path):
+    path = tmp_path / "report.html"
+    write_html_report(path, {"items": [{"spec": "odd", "outcome": "failed", "metrics": None, "detection": {},
+                                        "comparisons": [{"against": "baseline"}], "timings": {"x": "nan"}}]})
+    assert "odd" in path.read_text()
+    write_html_report(path, {})
+    assert "<b>0</b> items" in path.read_text()
+
+
+def test_y_axis_is_zoomed_to_values_and_thresholds():
+    bottom, top, ticks, decimals = report_charts.y_axis([0.9953, 0.97, 0.9802])
+    assert 0.95 <= bottom < 0.97 and top == 1.0
+    assert ticks[0] == bottom and ticks[-1] == pytest.approx(1.0)
+    assert decimals == 2
+
+
+def test_chart_labels_are_escaped_and_nan_is_not_a_bar():
+    svg = report_charts.bar_chart("a <b>", [report_charts.Group("2.5.0 <sim>", (
+        report_charts.Bar("out&1", float("nan"), threshold=0.99), report_charts.Bar("out2", 0.995)))])
+    assert svg.startswith("<svg") and "<b>" not in svg and "&lt;sim&gt;" in svg and "out&amp;1" in svg
+    assert svg.count("<rect") == 2  # the legend's swatch and the one finite bar
+    assert "n/a" in svg
+
+
+def test_a_browser_renders_the_page(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/setup` (it installs chromium)")
+    detector, _ = detector_records(tmp_path)
+    page = tmp_path / "report.html"
+    write_html_report(page, document(detector + [broken_record()]))
+    screenshot = tmp_path / "screenshot.png"
+    profile = tmp_path / "profile"
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--disable-background-networking", "--no-first-run", f"--user-data-dir={profile}",
+               "--hide-scrollbars", f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--screenshot={screenshot}",
+               page.as_uri()]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert done.returncode == 0 and screenshot.exists(), done.stderr[-2000:]
+
+    image = Image.open(screenshot).convert("RGB")
+    assert image.size == WINDOW
+    colours = {colour: count for count, colour in image.getcolors(WINDOW[0] * WINDOW[1])}
+    assert len(colours) > 50
+    non_white = sum(count for colour, count in colours.items() if colour != (255, 255, 255))
+    assert non_white / (WINDOW[0] * WINDOW[1]) > 0.1
+    assert colours.get(_rgb(report_charts.PASSED_COLOUR), 0) > 1000  # bars of the passed item
+    assert colours.get(_rgb(report_charts.FAILED_COLOUR), 0) > 1000  # and of the failed one
+    assert colours.get(OVERLAY_COLOUR, 0) > 0.5 * 240 * 120  # the overlay of the failed item, shown open
+
+
+def _rgb(hex_colour):
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
