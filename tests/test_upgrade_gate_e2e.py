@@ -57,7 +57,7 @@ def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest
     html = page.read_text()
     assert html.count("<svg") == 4  # per spec: cosine per output and mAP@0.5, per version
     assert html.count("data:image/png;base64,") == 4 * 3  # the three worst images of each item, embedded
-    assert "upgrade gate vs 2.3.2 (this run): map50" in html and "model_sha256" in html
+    assert "upgrade gate vs 2.3.2 (this run): map50" in html and "model sha256" in html
 
     table = subprocess.run([sys.executable, "-c", readme_script(), str(report)], capture_output=True, text=True,
                            check=True).stdout.splitlines()
