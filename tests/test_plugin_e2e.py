@@ -193,3 +193,5 @@ def test_metrics_go_into_junit_xml_and_the_summary_survives_xdist(run_pytest, py
     assert props["rknn.version"] == "2.5.0" and props["rknn.outcome"] == "passed"
     assert float(props["rknn.cosine.logits"]) > 0.999 and float(props["rknn.max_abs.features"]) < 0.05
     assert len(props["rknn.rknn_sha256"]) == 64 and "rknn" not in props
+    assert len(props["rknn.model_sha256"]) == 64 and len(props["rknn.config_hash"]) == 16
+    assert props["rknn.host.onnxruntime"] and props["rknn.host.python"].startswith("3.")

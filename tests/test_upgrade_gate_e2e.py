@@ -9,6 +9,8 @@ from pathlib import Path
 
 from conftest import FIXTURES, job_dirs, write_spec
 
+from pytest_rknn.onnx_model import file_sha256
+
 YOLO = FIXTURES / "yolo"
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -49,6 +51,13 @@ def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest
     assert strict["class"] == "ACCURACY" and len(strict["failures"]) == 1
     assert strict["failures"][0] == (f"upgrade gate vs 2.3.2 (this run): map50 {new_map:.6g} vs {old_map:.6g} "
                                      f"(worse by {old_map - new_map:.4g}; gate.map50 allows 0.005)")
+    fingerprint = strict["fingerprint"]
+    assert fingerprint["toolkit_version"] == "2.5.0" and fingerprint["toolkit_env"]["onnx"] == "1.18.0"
+    assert {"python", "onnx", "onnxruntime", "numpy"} <= set(fingerprint["host"])
+    assert fingerprint["model_sha256"] == file_sha256(YOLO / "yolov5_heads.onnx")
+    assert fingerprint["rknn_sha256"] != items["yolo_strict", "2.3.2"]["fingerprint"]["rknn_sha256"]
+    assert fingerprint["config_hash"] == items["yolo", "2.5.0"]["fingerprint"]["config_hash"]  # a gate is no config
+    assert strict["timings"]["build"] > 0 and strict["timings"]["inference"] > 0
     # Everything passes under the default gate, and the summary still shows how 2.5.0 moved.
     assert items["yolo", "2.5.0"]["outcome"] == "passed"
     result.stdout.re_match_lines([r"yolo\s+2\.3\.2\s+sim\s+.*\s+-\s+passed",
