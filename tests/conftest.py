@@ -93,3 +93,25 @@ def board_pytest(run_pytest, pytester, test_board, monkeypatch, tmp_path):
 
     run.remote_parent = remote_parent
     return run
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def render_in_chromium(page: Path, folder: Path, window=(1280, 2400)) -> Path:
+    """A screenshot of `page` taken by Debian's headless chromium (installed by .ci/setup)."""
+    import subprocess
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/setup` (it installs chromium)")
+    screenshot, profile = folder / f"{page.stem}.png", folder / "chromium-profile"
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--disable-background-networking", "--no-first-run", f"--user-data-dir={profile}",
+               "--hide-scrollbars", f"--window-size={window[0]},{window[1]}", f"--screenshot={screenshot}",
+               page.as_uri()]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert done.returncode == 0 and screenshot.exists(), done.stderr[-2000:]
+    return screenshot

@@ -3,18 +3,16 @@ browser renders it."""
 
 import base64
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from conftest import render_in_chromium
 from pytest_rknn import report_charts
 from pytest_rknn.report_html import write_html_report
 
-CHROMIUM = Path("/usr/bin/chromium")
 WINDOW = (1280, 2400)
 OVERLAY_COLOUR = (23, 201, 140)  # a colour nothing else on the page uses
 HOSTILE = "cosine 0.5 < min 0.99 & \"quoted\" 'single'"
@@ -239,22 +237,10 @@ def test_chart_labels_are_escaped_and_nan_is_not_a_bar():
 
 
 def test_a_browser_renders_the_page(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/setup` (it installs chromium)")
     detector, _ = detector_records(tmp_path)
     page = tmp_path / "report.html"
     write_html_report(page, document(detector + [broken_record()]))
-    screenshot = tmp_path / "screenshot.png"
-    profile = tmp_path / "profile"
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--no-first-run", f"--user-data-dir={profile}",
-               "--hide-scrollbars", f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--screenshot={screenshot}",
-               page.as_uri()]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert done.returncode == 0 and screenshot.exists(), done.stderr[-2000:]
+    screenshot = render_in_chromium(page, tmp_path, WINDOW)
 
     image = Image.open(screenshot).convert("RGB")
     assert image.size == WINDOW

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FIXTURES, job_dirs, write_spec
+import numpy as np
+from PIL import Image
+
+from conftest import FIXTURES, job_dirs, render_in_chromium, write_spec
 
 from pytest_rknn.onnx_model import file_sha256
 
@@ -67,12 +70,25 @@ def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest
     assert html.count("<svg") == 4  # per spec: cosine per output and mAP@0.5, per version
     assert html.count("data:image/png;base64,") == 4 * 3  # the three worst images of each item, embedded
     assert "upgrade gate vs 2.3.2 (this run): map50" in html and "model sha256" in html
+    # The failed item's overlays are open, so a browser shows them: find their pixels in a screenshot.
+    window = (1280, 6000)
+    screen = np.asarray(Image.open(render_in_chromium(page, tmp_path, window)).convert("RGB"))
+    overlay = np.asarray(Image.open(strict["detection"]["overlays"][0]).convert("RGB"))
+    assert shows(screen, overlay[overlay.shape[0] // 2])
 
     table = subprocess.run([sys.executable, "-c", readme_script(), str(report)], capture_output=True, text=True,
                            check=True).stdout.splitlines()
     assert table[0].split() == ["spec", "2.3.2", "2.5.0"]
     assert table[1].split() == ["yolo", f"{old_map:.3f}", f"{new_map:.3f}"]
     assert table[2].split() == ["yolo_strict", f"{old_map:.3f}", f"{new_map:.3f}", "ACCURACY"]
+
+
+def shows(screen, pixels) -> bool:
+    """Whether this row of pixels appears, exactly, somewhere on the screen."""
+    for y, x in zip(*np.nonzero((screen == pixels[0]).all(axis=2))):
+        if (screen[y, x:x + len(pixels)].shape == pixels.shape) and (screen[y, x:x + len(pixels)] == pixels).all():
+            return True
+    return False
 
 
 def test_the_gate_reads_the_old_version_from_the_baseline_without_running_it(run_pytest, pytester):
