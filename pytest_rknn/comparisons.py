@@ -14,6 +14,7 @@ from .spec import Spec
 
 LOWER_IS_BETTER = {"max_abs"}
 BASELINE = "baseline"
+RERECORD_HINT = "re-record with --rknn-baseline-update"
 
 
 def family(metric: str) -> str:
@@ -139,9 +140,6 @@ class Comparisons:
         if not measured.metrics():
             return None, "this run", f"its result has no metrics ([{measured.failure_class}] {measured.message})"
         return measured.metrics(), "this run", ""
-
-
-RERECORD_HINT = "re-record with --rknn-baseline-update"
 
 
 def _spec_file(result: RunResult) -> Optional[str]:

@@ -17,9 +17,9 @@ import numpy as np
 from .board.preflight import check_target
 from .board.session import BoardPool
 from .checks import evaluate
+from .comparisons import Comparisons
 from .detection.check import DetectionSetup, Detections, detect, run_detection_check
 from .detection.check import setup as detection_setup
-from .comparisons import Comparisons
 from .errors import ACCURACY, BUILD, RknnError, SpecError
 from .fingerprint import host_versions
 from .inputs import InputSet, prepare_inputs

@@ -7,8 +7,8 @@ from typing import List
 
 import pytest
 
-from .board.connection import SshSettings, parse_board_option
 from .baseline import BaselineStore
+from .board.connection import SshSettings, parse_board_option
 from .board.session import BoardPool, BoardSession
 from .comparisons import Comparisons
 from .errors import RknnError

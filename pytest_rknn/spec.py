@@ -267,7 +267,7 @@ class Spec:
         return (self.base_dir / relative).resolve()
 
     def config_hash(self) -> str:
-        """Hash of everything that decides the build and the check, for caching and baselines."""
+        """Hash of everything in the spec but `versions`: the key of the session's caches."""
         body = {k: v for k, v in self.raw.items() if k != "versions"}
         return _hash(body)
 
