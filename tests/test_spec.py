@@ -107,3 +107,26 @@ def test_a_bad_version_override_is_found_when_the_spec_is_loaded(workdir):
 def test_specs_can_be_written_in_python(workdir):
     spec = spec_from_dict({"model": "cnn.onnx"}, base_dir=workdir)
     assert spec.name == "cnn" and spec.model_path == workdir / "cnn.onnx"
+
+
+def test_gates_are_validated_with_suggestions(workdir):
+    spec = spec_from_dict({"model": "cnn.onnx", "gate": {"map50": 0.02, "max_abs": 0.1}}, base_dir=workdir)
+    assert spec.gate.allowed() == {"cosine": 0.002, "vs_sim_cosine": 0.002, "max_abs": 0.1, "map50": 0.02,
+                                   "map": 0.01, "agreement_map50": 0.02}
+    assert spec_from_dict({"model": "cnn.onnx", "baseline_gate": {"cosine": None}},
+                          base_dir=workdir).baseline_gate.allowed().get("cosine") is None
+    with pytest.raises(SpecError) as excinfo:
+        spec_from_dict({"model": "cnn.onnx", "gate": {"mAP50": 0.01}}, base_dir=workdir)
+    assert "gate.mAP50: unknown key (did you mean `map50`?)" in excinfo.value.message
+    with pytest.raises(SpecError) as excinfo:
+        spec_from_dict({"model": "cnn.onnx", "baseline_gate": {"cosine": -1}}, base_dir=workdir)
+    assert "baseline_gate.cosine" in excinfo.value.message
+
+
+def test_the_metrics_config_hash_ignores_tolerances_but_not_the_conversion(workdir):
+    base = {"model": "cnn.onnx", "checks": {"cosine": 0.99}}
+    same = spec_from_dict(base, base_dir=workdir).metrics_config_hash()
+    assert spec_from_dict({**base, "checks": {"cosine": 0.9}, "gate": {"cosine": 0.1}},
+                          base_dir=workdir).metrics_config_hash() == same
+    assert spec_from_dict({**base, "convert": {"optimization_level": 2}},
+                          base_dir=workdir).metrics_config_hash() != same
