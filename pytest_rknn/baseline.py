@@ -111,11 +111,12 @@ class BaselineStore:
 
 
 def _entry(record: dict) -> dict:
+    # Not the .rknn sha256: the toolkit's export is not byte-for-byte reproducible, so it would
+    # change the file on every re-record.
     fingerprint = record["fingerprint"]
     return {
         "model_sha256": fingerprint["model_sha256"],
         "config_hash": fingerprint["config_hash"],
-        "rknn_sha256": fingerprint.get("rknn_sha256"),
         "toolkit_version": fingerprint.get("toolkit_version"),
         "metrics": {name: rounded(value) for name, value in sorted(record["metrics"].items())},
     }
