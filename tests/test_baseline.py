@@ -143,3 +143,14 @@ def test_a_missing_baseline_warns_and_the_gate_reads_an_older_version_from_the_b
     assert result.warnings == [baseline["missing"]]
     assert gate["against"] == "2.3.2" and gate["source"] == "baseline"
     assert gate["deltas"]["cosine.logits"]["reference"] == 0.9999 and result.passed
+
+
+def test_an_old_version_that_failed_to_build_is_a_warning_not_a_gate(workdir):
+    spec = spec_from_dict({"model": "cnn.onnx"}, base_dir=workdir)
+    broken = RunResult(spec="cnn", version="2.3.2", backend="sim", failure_class="BUILD",
+                       message="build() raised ValueError: NonZero")
+    result = _result("2.5.0", 0.9990)
+    Comparisons(None, "2.3.2", ["2.3.2", "2.5.0"]).apply(spec, result, lambda version: broken)
+    assert result.passed and result.comparisons[0]["against"] == "2.3.2"
+    assert result.warnings == ["cannot compare with 2.3.2: its result has no metrics "
+                               "([BUILD] build() raised ValueError: NonZero)"]
