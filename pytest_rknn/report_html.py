@@ -324,7 +324,10 @@ def _notes(records: List[dict]) -> str:
 
 
 def _charts(records: List[dict]) -> str:
-    svgs = [charts.bar_chart("Worst cosine per output (vs onnxruntime)", _cosine_groups(records))]
+    groups = _cosine_groups(records)
+    if not any(group.bars for group in groups):  # every item failed before it had outputs
+        return ""
+    svgs = [charts.bar_chart("Worst cosine per output (vs onnxruntime)", groups)]
     if any(_dict(r.get("detection")) for r in records):
         svgs.append(_map_chart(records))
     return '<div class="charts">' + "".join(svgs) + "</div>"
