@@ -143,4 +143,4 @@ class Comparisons:
 
 
 def _spec_file(result: RunResult) -> Optional[str]:
-    return str(result.spec_path) if result.spec_path and result.spec_path.name != "<python spec>" else None
+    return str(result.spec_path) if result.spec_path else None

@@ -48,11 +48,12 @@ class SessionRecords:
                 self.written.append("baseline NOT updated: the run was interrupted, the recorded one stays")
             else:
                 self.written += [f"baseline {line}" for line in settings.baseline.update(self.records)]
+        document = self.document()
         if settings.json_path:
-            write_json_report(settings.json_path, self.document())
+            write_json_report(settings.json_path, document)
             self.written.append(f"JSON report: {settings.json_path}")
         if settings.html_path:
-            write_html_report(settings.html_path, self.document())
+            write_html_report(settings.html_path, document)
             self.written.append(f"HTML report: {settings.html_path}")
 
     def document(self) -> dict:

@@ -79,7 +79,7 @@ class RunResult:
     board: Optional[dict] = None  # board items: the board's preflight fingerprint
     detection: Optional[object] = None  # with checks.yolov5: a detection.check.DetectionMetrics
     timings: Dict[str, float] = field(default_factory=dict)
-    spec_path: Optional[Path] = None
+    spec_path: Optional[Path] = None  # the spec file; None for a spec given as a dict
     fingerprint: Dict[str, object] = field(default_factory=dict)  # see README "Fingerprint"
     comparisons: List[dict] = field(default_factory=list)  # against the baseline and --rknn-compare-to
     thresholds: Dict[str, float] = field(default_factory=dict)  # cosine.OUTPUT: the spec's minimum

@@ -29,7 +29,7 @@ from .metrics import compare_outputs
 from .onnx_model import ModelInfo, read_model_info
 from .reference import run_reference
 from .result import RunResult, format_cosine
-from .spec import QuantizeSpec, Spec, load_spec, spec_from_dict
+from .spec import PYTHON_SPEC, QuantizeSpec, Spec, load_spec, spec_from_dict
 from .toolkit.calibration import write_dataset
 from .toolkit import client
 from .toolkit.envs import Provisioner, ToolkitRequest
@@ -118,7 +118,8 @@ class RknnRunner:
         return copy.deepcopy(self._measured[key])
 
     def _measure(self, spec: Spec, version: str, backend: str) -> RunResult:
-        result = RunResult(spec=spec.name, version=version, backend=backend, spec_path=spec.path)
+        result = RunResult(spec=spec.name, version=version, backend=backend,
+                           spec_path=spec.path if spec.path != PYTHON_SPEC else None)
         result.fingerprint["host"] = host_versions()
         try:
             spec_v = spec.for_version(version)

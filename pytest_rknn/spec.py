@@ -288,6 +288,9 @@ def _hash(body) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+PYTHON_SPEC = Path("<python spec>")  # the pseudo path of a spec given as a dict
+
+
 def spec_name(path: Path) -> str:
     name = path.name
     return name[: -len(SPEC_SUFFIX)] if name.endswith(SPEC_SUFFIX) else path.stem
@@ -312,11 +315,11 @@ def load_spec(path) -> Spec:
 
 def spec_from_dict(data, path=None, base_dir=None, name=None) -> Spec:
     """Validate a spec given as a Python dict (the same keys as the YAML file)."""
-    path = Path(path).resolve() if path else Path("<python spec>")
+    path = Path(path).resolve() if path else PYTHON_SPEC
     if base_dir is None:
-        base_dir = path.parent if path.name != "<python spec>" else Path.cwd()
+        base_dir = path.parent if path != PYTHON_SPEC else Path.cwd()
     if name is None:
-        name = spec_name(path) if path.name != "<python spec>" else Path(str(data.get("model", "spec"))).stem
+        name = spec_name(path) if path != PYTHON_SPEC else Path(str(data.get("model", "spec"))).stem
     if not isinstance(data, dict):
         raise SpecError(path, "", "the spec must be a mapping with at least a `model:` key", "see the README's spec reference")
     spec = _build(data, path, Path(base_dir).resolve(), name, where="")
