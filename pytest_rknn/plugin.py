@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from . import xdist_groups
 from .items import RECORD_ATTRIBUTE, RUNNER_KEY, RknnSpecFile, record_result
 from .options import add_options
 from .recording import SessionRecords
@@ -35,6 +36,11 @@ def pytest_configure(config):
     config.stash[RUNNER_KEY] = build_runner(config, outputs)
     config.stash[RECORDS_KEY] = SessionRecords(outputs)
     config.pluginmanager.register(config.stash[RECORDS_KEY], "rknn-records")
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    return xdist_groups.make_scheduler(config, log)
 
 
 def pytest_collect_file(file_path: Path, parent):

@@ -135,15 +135,16 @@ class RknnRunner:
             result.fingerprint.update(rknn_sha256=result.rknn_sha256, toolkit_version=result.toolkit_version,
                                       toolkit_env=simulated.result.get("env", {}))
             result.timings.update(simulated.result["timings"])
-            executed = simulated
+            executed, simulator_verdict = simulated, None
             if backend == BOARD:
+                simulator_verdict = self.measure(spec, version, SIM)  # cached: the sim item's own result
                 executed = self.run_on_board(spec_v, prepared, simulated, version)
                 result.board = executed.result.get("board")
                 result.fingerprint["board"] = result.board
                 result.warnings += executed.result.get("warnings", [])
                 result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
             result.log_path = executed.job_dir / "log.txt"
-            self._judge(result, spec_v, prepared, executed, simulated)
+            self._judge(result, spec_v, prepared, executed, simulated, simulator_verdict)
         except RknnError as exc:
             result.failure_class = exc.failure_class
             result.message = exc.message
@@ -222,7 +223,9 @@ class RknnRunner:
         return Executed(job_dir, result, outputs, read_log(job_dir))
 
     def _judge(self, result: RunResult, spec: Spec, prepared: Prepared, executed: Executed,
-               simulated: Executed) -> None:
+               simulated: Executed, simulator_verdict: Optional[RunResult] = None) -> None:
+        """Metrics and checks of `executed` against onnxruntime; for a board item, also against
+        the simulator, and whose fault a failure is (`simulator_verdict`: the sim item's result)."""
         names = [t.name for t in prepared.model.outputs]
         labels = prepared.inputs.labels
         result.outputs = compare_outputs(names, prepared.reference, executed.outputs, labels)
@@ -249,15 +252,15 @@ class RknnRunner:
         if result.failures:
             result.failure_class = ACCURACY
             result.message = result.failures[0]
-            if executed is not simulated:
-                result.message += "; " + _blame(spec, prepared, simulated, result, names, labels)
+            if simulator_verdict is not None:
+                result.message += "; " + _blame(simulator_verdict, result)
 
 
-def _blame(spec: Spec, prepared: Prepared, simulated: Executed, result: RunResult, names, labels) -> str:
-    """Say whether the conversion or the board runtime broke it."""
-    sim_failures = evaluate(spec, compare_outputs(names, prepared.reference, simulated.outputs, labels))
+def _blame(simulator_verdict: RunResult, result: RunResult) -> str:
+    """Say whether the conversion or the board runtime broke it: the simulator item's own verdict
+    (cosine and detection checks alike) decides."""
     board_vs_sim = ", ".join(f"{m.name} {format_cosine(m.vs_sim_cosine)}" for m in result.outputs)
-    if sim_failures:
+    if not simulator_verdict.passed:
         return f"the simulator fails too, so the conversion broke it (board vs simulator cosine: {board_vs_sim})"
     return f"the simulator passes, so the board runtime broke it (board vs simulator cosine: {board_vs_sim})"
 

@@ -87,10 +87,12 @@ def build_board_pool(config: pytest.Config) -> BoardPool:
                            insecure=get_option(config, "--rknn-board-insecure"),
                            connect_timeout=get_option(config, "--rknn-board-connect-timeout"))
 
+    # Read now, so a bad value is a usage error before any item runs, not a failure inside each one.
+    python, workdir = get_option(config, "--rknn-board-python"), get_option(config, "--rknn-board-workdir")
+    core_mask, timeout = get_option(config, "--rknn-core-mask"), get_option(config, "--rknn-board-timeout")
+
     def make_session(address):
-        return BoardSession(address, settings, python=get_option(config, "--rknn-board-python"),
-                            workdir_parent=get_option(config, "--rknn-board-workdir"),
-                            core_mask=get_option(config, "--rknn-core-mask"),
-                            timeout=get_option(config, "--rknn-board-timeout"))
+        return BoardSession(address, settings, python=python, workdir_parent=workdir, core_mask=core_mask,
+                            timeout=timeout)
 
     return BoardPool(addresses, make_session)

@@ -74,23 +74,35 @@ def test_board(tmp_path_factory):
 
 @pytest.fixture
 def board_pytest(run_pytest, pytester, test_board, monkeypatch, tmp_path):
-    """run_pytest against the test board: known_hosts in the run's HOME, the registrar plugin
-    that tells the rknnlite double which model each uploaded .rknn is, a private remote dir."""
+    """run_pytest against the test board: known_hosts in the run's HOME, a board personality of
+    this test's own (registry, faults and trace shared with no other test), the registrar plugin
+    that tells the rknnlite double which model each uploaded .rknn is, a private remote dir.
+
+    run.board is this test's personality; run.personality(...) makes another one (an old runtime,
+    another SoC) that shares its registry and trace."""
     ssh = pytester.path / ".ssh"
     ssh.mkdir(exist_ok=True)
     (ssh / "known_hosts").write_text(test_board.host_key_line + "\n")
+    board = test_board.make_python()
     monkeypatch.setenv("PYTHONPATH", str(BOARD_SUPPORT))
-    monkeypatch.setenv("RKNNLITE_DOUBLE_REGISTRY", str(test_board.registry))
+    monkeypatch.setenv("RKNNLITE_DOUBLE_REGISTRY", str(board.registry))
     remote_parent = tmp_path / "board workdir"  # a space: every remote path must be quoted
     remote_parent.mkdir()
 
-    def run(*args, python=None, board=None, key=None, register=True):
-        options = [f"--rknn-board={board or f'{test_board.host}:{test_board.port}'}",
-                   f"--rknn-ssh-key={key or test_board.key_path}",
-                   f"--rknn-board-python={python or test_board.python}",
-                   f"--rknn-board-workdir={remote_parent}"] + (["-p", "registrar"] if register else [])
-        return run_pytest(*options, *args)
+    def options(python=None, board=None, key=None, register=True, workdir=None):
+        """The board options of a run; key=False leaves --rknn-ssh-key out."""
+        found = [f"--rknn-board={board or f'{test_board.host}:{test_board.port}'}",
+                 f"--rknn-board-python={python or run.board.python}",
+                 f"--rknn-board-workdir={workdir or remote_parent}"]
+        found += [f"--rknn-ssh-key={key or test_board.key_path}"] if key is not False else []
+        return found + (["-p", "registrar"] if register else [])
 
+    def run(*args, **kwargs):
+        return run_pytest(*options(**kwargs), *args)
+
+    run.options = options
+    run.board = board
+    run.personality = lambda **kwargs: test_board.make_python(registry=board.registry, **kwargs)
     run.remote_parent = remote_parent
     return run
 

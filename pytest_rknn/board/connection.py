@@ -97,10 +97,10 @@ class SshConnection:
                                  f"(ssh-keygen -R '{_known_hosts_name(host, port)}'), or pass --rknn-board-insecure"
                             ) from None
         except paramiko.AuthenticationException:
-            tried = f"key {keys[0]}" if keys else "the SSH agent and ~/.ssh/id_*"
-            raise RknnError(ENV, f"{where}: authentication failed as '{user}' (tried {tried}); "
-                                 f"pass --rknn-ssh-key or --rknn-board-user") from None
+            raise RknnError(ENV, _authentication_failed(where, user, keys)) from None
         except paramiko.SSHException as exc:
+            if "No authentication methods available" in str(exc):  # no key, no agent: nothing was offered
+                raise RknnError(ENV, _authentication_failed(where, user, keys)) from None
             if "not found in known_hosts" in str(exc):
                 raise RknnError(ENV, f"{where}: its host key is not in known_hosts; verify it and add it "
                                      f"(ssh-keyscan -p {port} {host} >> {USER_KNOWN_HOSTS}), or pass "
@@ -189,6 +189,11 @@ class SshConnection:
         if self.client is not None:
             self.client.close()
         self.client = self._sftp = None
+
+
+def _authentication_failed(where: str, user: str, keys: List[str]) -> str:
+    tried = f"key {keys[0]}" if keys else "the SSH agent and ~/.ssh/id_*"
+    return f"{where}: authentication failed as '{user}' (tried {tried}); pass --rknn-ssh-key or --rknn-board-user"
 
 
 def _known_hosts_name(host: str, port: int) -> str:

@@ -116,7 +116,10 @@ def supervise(job_dir, seconds):
     with open(os.path.join(job_dir, "log.txt"), "ab") as log:
         child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "job", job_dir], stdout=log,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        pgid_file = os.path.join(job_dir, "pgid")
+        # For the host's clean-up at session end: this supervisor first, then the job's group.
+        supervisor_file, pgid_file = os.path.join(job_dir, "supervisor.pid"), os.path.join(job_dir, "pgid")
+        with open(supervisor_file, "w") as handle:
+            handle.write(str(os.getpid()))
         with open(pgid_file, "w") as handle:
             handle.write(str(child.pid))
         try:
@@ -132,6 +135,7 @@ def supervise(job_dir, seconds):
                 pass
             child.wait()
             os.unlink(pgid_file)
+            os.unlink(supervisor_file)
     if timed_out:
         write_json_atomic(result_path, {"status": "TIMEOUT", "seconds": seconds, "step": last_step(job_dir)})
     elif returncode < 0:

@@ -137,7 +137,10 @@ class BoardSession:
         if self.connection.client is not None and self.workdir:
             work = q(self.workdir)
             try:
-                self.connection.run(f'for f in {work}/job-*/pgid; do [ -f "$f" ] && kill -KILL -- "-$(cat "$f")"; '
+                # The supervisor first, so nothing writes into the folder while it is removed.
+                self.connection.run(f'for d in {work}/job-*; do '
+                                    f'[ -f "$d/supervisor.pid" ] && kill -KILL "$(cat "$d/supervisor.pid")"; '
+                                    f'[ -f "$d/pgid" ] && kill -KILL -- "-$(cat "$d/pgid")"; '
                                     f'done 2>/dev/null; rm -rf -- {work}', timeout=60)
             except (RknnError, OSError):
                 pass  # the board went away; nothing more we can do from here

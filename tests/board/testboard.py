@@ -1,27 +1,31 @@
 """The test board: a real OpenSSH server on 127.0.0.1 whose "board Python" has a test double
 of rknn-toolkit-lite2 (tests/board/double) that stands in for an RK3588 NPU.
 
-    board = start_test_board(tmp_path)      # sshd -D on 127.0.0.1:<free port>, keys in tmp_path
+    board = start_test_board(tmp_path)      # sshd -i per connection on 127.0.0.1 and ::1, keys in tmp_path
     board.register(sha256, onnx, ...)        # tell the double which model a .rknn file is
-    board.set_fault("segv.rknn", "segv")    # segv | hang | none_outputs | wrong_shape | drift
-    old = board.make_python("old", runtime_version="2.3.0")   # another board personality
+    board.set_fault("segv.rknn", "segv")    # see FAULTS
+    mine = board.make_python("t1")           # a personality with its own registry, faults and trace
+    old = board.make_python("old", runtime_version="2.3.0", registry=mine.registry)
     ...
     board.stop()
 
-Only 127.0.0.1, never another address; every wait is bounded.
+The listening sockets are bound here and each accepted connection is handed to `sshd -i`
+(inetd mode), so no port is probed and then lost to another process. Only loopback
+addresses, never another; every wait is bounded.
 """
 
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
-import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +34,96 @@ from typing import List, Optional
 from .registrar import update_registry
 
 HOST = "127.0.0.1"
+HOST6 = "::1"
 SSHD = "/usr/sbin/sshd"
 DOUBLE = Path(__file__).resolve().parent / "double"
-REMOTE_WORKDIR = re.compile(r"pytest-rknn\.[A-Za-z0-9]{6,}")
-FAULTS = ("segv", "hang", "none_outputs", "wrong_shape", "drift")
+FAULTS = ("segv", "hang", "hang_child", "none_outputs", "wrong_shape", "drift", "scale")
 START_SECONDS = 10.0
 STOP_SECONDS = 5.0
+
+
+@dataclass
+class BoardPython:
+    """One board personality: the board Python (a /bin/sh wrapper), and the registry (models and
+    faults) and call trace that only this personality reads and writes."""
+
+    python: Path
+    registry: Path
+    trace: Path
+
+    def register(self, sha256: str, onnx, mean_values=None, std_values=None, apply_mean_std: bool = True,
+                 toolkit_version: str = "2.5.0", target_platform: Optional[str] = None) -> None:
+        """Tell the double that the .rknn file with this sha256 is a build of `onnx`."""
+        entry = {"onnx": str(Path(onnx).resolve()), "mean_values": mean_values, "std_values": std_values,
+                 "apply_mean_std": bool(apply_mean_std), "toolkit_version": toolkit_version}
+        if target_platform:
+            entry["target_platform"] = target_platform
+        update_registry(self.registry, lambda data: data["models"].__setitem__(sha256, entry))
+
+    def set_fault(self, rknn_name: str, fault: str) -> None:
+        """Inject `fault` into inference of any .rknn file named `rknn_name` (a basename)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
+        update_registry(self.registry, lambda data: data["faults"].__setitem__(Path(rknn_name).name, fault))
+
+    def clear_faults(self) -> None:
+        update_registry(self.registry, lambda data: data["faults"].clear())
+
+    def calls(self) -> List[dict]:
+        """What the double was asked to do, one dict per call (see rknn_runtime.trace)."""
+        try:
+            text = self.trace.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class _Listener:
+    """A socket bound here; every connection it accepts is handed to its own `sshd -i`."""
+
+    def __init__(self, family: int, host: str, config: Path, log: Path):
+        self.host = host
+        self.config = config
+        self.log = log
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.bind((host, 0))
+        self.socket.listen(64)
+        self.socket.settimeout(0.2)  # so the loop sees stop() within 0.2 s
+        self.port = self.socket.getsockname()[1]
+        self.sessions: List[subprocess.Popen] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"test-board-{host}:{self.port}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with open(self.log, "ab") as log:
+            while not self._stopped.is_set():
+                self.sessions = [p for p in self.sessions if p.poll() is None]
+                try:
+                    connection, _ = self.socket.accept()
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                with connection:
+                    connection.setblocking(True)
+                    self.sessions.append(subprocess.Popen([SSHD, "-i", "-e", "-f", str(self.config)],
+                                                          stdin=connection, stdout=connection, stderr=log,
+                                                          start_new_session=True))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=STOP_SECONDS)
+        self.socket.close()
+        for session in self.sessions:
+            if session.poll() is None:
+                session.terminate()
+        for session in self.sessions:
+            try:
+                session.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                session.kill()
+                session.wait(timeout=STOP_SECONDS)
 
 
 @dataclass
@@ -47,19 +135,39 @@ class TestBoard:
     port: int
     user: str
     key_path: Path
-    host_key_line: str
-    registry: Path
-    python: Optional[Path] = None
-    process: Optional[subprocess.Popen] = field(default=None, repr=False)
+    agent_key_path: Path
+    host_key: str  # "ssh-ed25519 AAAA..."
+    python: Optional[Path] = None  # the default personality's
+    default: Optional[BoardPython] = None
+    port6: Optional[int] = None  # the same board on [::1]
+    listeners: List[_Listener] = field(default_factory=list, repr=False)
+    _names: "itertools.count" = field(default_factory=itertools.count, repr=False)
+
+    @property
+    def host_key_line(self) -> str:
+        """The known_hosts line of the board on 127.0.0.1 and on [::1]."""
+        names = [f"[{HOST}]:{self.port}"] + ([f"[{HOST6}]:{self.port6}"] if self.port6 else [])
+        return f"{','.join(names)} {self.host_key}"
+
+    @property
+    def registry(self) -> Path:
+        return self.default.registry
 
     # ------------------------------------------------------------------ personalities
 
-    def make_python(self, name: str, runtime_version: str = "2.5.0", driver_version: str = "0.9.8",
-                    soc: str = "rk3588", lite_version: Optional[str] = None, npu: bool = True) -> Path:
+    def make_python(self, name: Optional[str] = None, runtime_version: str = "2.5.0", driver_version: str = "0.9.8",
+                    soc: str = "rk3588", lite_version: Optional[str] = None, npu: bool = True,
+                    registry: Optional[Path] = None) -> BoardPython:
         """Write `folder/NAME/python`: a /bin/sh wrapper that runs this venv's Python with the
-        rknnlite double and the given board personality. Returns its path."""
-        home = self.folder / name
+        rknnlite double and the given board personality. It reads the models and faults of
+        `registry` (default: a new one of its own) and appends what it was asked to `trace.jsonl`
+        next to the registry, so personalities sharing a registry share the trace."""
+        home = self.folder / (name or f"personality-{next(self._names)}")
         home.mkdir(parents=True, exist_ok=True)
+        registry = Path(registry) if registry else home / "registry.json"
+        if not registry.exists():
+            update_registry(registry, lambda data: None)
+        trace = registry.with_name("trace.jsonl")
         tree = home / "device-tree"
         tree.mkdir(exist_ok=True)
         (tree / "compatible").write_bytes(f"rockchip,{soc}-evb1-lp4-v10\0rockchip,{soc}\0".encode())
@@ -80,7 +188,8 @@ class TestBoard:
         (dist / "top_level.txt").write_text("rknnlite\n")
         exports = {
             "PYTHONPATH": f"{DOUBLE}:{site}",
-            "RKNNLITE_DOUBLE_REGISTRY": str(self.registry),
+            "RKNNLITE_DOUBLE_REGISTRY": str(registry),
+            "RKNNLITE_DOUBLE_TRACE": str(trace),
             "RKNNLITE_DOUBLE_RUNTIME_VERSION": runtime_version,
             "RKNNLITE_DOUBLE_DRIVER_VERSION": driver_version,
             "RKNNLITE_DOUBLE_NPU": "1" if npu else "0",
@@ -88,13 +197,13 @@ class TestBoard:
             "RKNN_BOARD_LIBRKNNRT": str(home / "librknnrt.so"),
             "RKNN_BOARD_DRIVER_VERSION_FILE": str(home / "rknpu-version"),
         }
-        lines = ["#!/bin/sh", f"# Board Python of the pytest-rknn test board, personality {name!r}."]
+        lines = ["#!/bin/sh", f"# Board Python of the pytest-rknn test board, personality {home.name!r}."]
         lines += [f"export {key}={shlex.quote(value)}" for key, value in exports.items()]
         lines.append(f'exec {shlex.quote(sys.executable)} "$@"')
         wrapper = home / "python"
         wrapper.write_text("\n".join(lines) + "\n")
         wrapper.chmod(0o755)
-        return wrapper
+        return BoardPython(python=wrapper, registry=registry, trace=trace)
 
     def make_user_key(self, path) -> Path:
         """A fresh ed25519 key pair at `path` (+ .pub) that the board does NOT authorise."""
@@ -103,43 +212,26 @@ class TestBoard:
         _keygen(path, "not authorised on the pytest-rknn test board")
         return path
 
-    # ------------------------------------------------------------------ registry
+    # ------------------------------------------------------------------ the default personality
 
-    def register(self, sha256: str, onnx, mean_values=None, std_values=None, apply_mean_std: bool = True,
-                 toolkit_version: str = "2.5.0", target_platform: Optional[str] = None) -> None:
-        """Tell the double that the .rknn file with this sha256 is a build of `onnx`."""
-        entry = {"onnx": str(Path(onnx).resolve()), "mean_values": mean_values, "std_values": std_values,
-                 "apply_mean_std": bool(apply_mean_std), "toolkit_version": toolkit_version}
-        if target_platform:
-            entry["target_platform"] = target_platform
-        update_registry(self.registry, lambda data: data["models"].__setitem__(sha256, entry))
+    def register(self, *args, **kwargs) -> None:
+        self.default.register(*args, **kwargs)
 
     def set_fault(self, rknn_name: str, fault: str) -> None:
-        """Inject `fault` into inference of any .rknn file named `rknn_name` (a basename)."""
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
-        update_registry(self.registry, lambda data: data["faults"].__setitem__(Path(rknn_name).name, fault))
+        self.default.set_fault(rknn_name, fault)
 
     def clear_faults(self) -> None:
-        update_registry(self.registry, lambda data: data["faults"].clear())
-
-    def clear_models(self) -> None:
-        update_registry(self.registry, lambda data: data["models"].clear())
+        self.default.clear_faults()
 
     # ------------------------------------------------------------------ processes
 
     def leftover_processes(self) -> List[str]:
-        """Command lines of running processes left by this board: their command line mentions the
-        board folder, the rknnlite double, or a pytest-rknn remote work dir (pytest-rknn.XXXXXXXX),
-        and they are this board's (the folder is in the command line, or the environment shows a
-        session of this sshd or this board's registry; so boards of other tests, other xdist
-        workers or other sessions running at the same time do not count). The sshd listener, this
-        process and its ancestors are not counted."""
+        """Command lines of running processes left by this board: those whose command line mentions
+        the board folder, and those whose environment shows a session of this board's SSH server
+        or one of its personalities (so helpers a job started count too, and boards of other
+        tests, xdist workers or sessions running at the same time do not). The sshd processes
+        that serve connections, this process and its ancestors are not counted."""
         skip = set(_ancestors(os.getpid()))
-        if self.process is not None:
-            skip.add(self.process.pid)
-        marks = (str(self.folder), str(DOUBLE))
-        ours = (f"RKNNLITE_DOUBLE_REGISTRY={self.registry}".encode(), )
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) in skip:
@@ -149,39 +241,34 @@ class TestBoard:
             except OSError:
                 continue  # gone meanwhile
             command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
-            if not command or not (any(mark in command for mark in marks) or REMOTE_WORKDIR.search(command)):
+            if not command or command.startswith((SSHD, "sshd:")):
                 continue
-            if str(self.folder) in command or self._started_here(entry, ours):
+            if str(self.folder) in command or self._started_here(entry):
                 found.append(command)
         return found
 
-    def _started_here(self, entry: Path, ours) -> bool:
+    def _started_here(self, entry: Path) -> bool:
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             return False  # gone meanwhile, or another user's
+        ours = f"RKNNLITE_DOUBLE_TRACE={self.folder}/".encode()  # exported by the board Python only
+        ports = {str(listener.port).encode() for listener in self.listeners}
         for variable in environ:
-            if variable in ours:
+            if variable.startswith(ours):
                 return True
             if variable.startswith(b"SSH_CONNECTION="):
                 fields = variable.split(b"=", 1)[1].split()
-                if len(fields) == 4 and fields[2] == self.host.encode() and fields[3] == str(self.port).encode():
+                if len(fields) == 4 and fields[3] in ports:
                     return True
         return False
 
     def stop(self) -> None:
-        """Terminate sshd (SIGTERM, then SIGKILL after a bounded wait). Safe to call twice."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_SECONDS)
-        self.process = None
-
+        """Stop accepting and end the sessions still open (SIGTERM, then SIGKILL after a bounded
+        wait). Safe to call twice."""
+        for listener in self.listeners:
+            listener.stop()
+        self.listeners = []
 
 # librknnrt build strings of released versions, as `strings librknnrt.so` shows them (from public logs).
 KNOWN_BUILDS = {
@@ -214,12 +301,6 @@ def _ancestors(pid: int) -> List[int]:
     return chain
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def _keygen(path: Path, comment: str) -> None:
     for old in (path, path.with_name(path.name + ".pub")):
         old.unlink(missing_ok=True)
@@ -227,14 +308,13 @@ def _keygen(path: Path, comment: str) -> None:
                    check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
 
 
-def _wait_for_banner(process: subprocess.Popen, port: int, log: Path) -> None:
+def _wait_for_banner(port: int, log: Path, host: str = HOST) -> None:
+    """Connect once and read the banner: the listener and sshd -i really answer."""
     deadline = time.monotonic() + START_SECONDS
     last = "no answer"
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"sshd exited with status {process.returncode}: {log.read_text()[-2000:]}")
         try:
-            with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            with socket.create_connection((host, port), timeout=1.0) as sock:
                 sock.settimeout(2.0)
                 banner = sock.recv(256)
                 if banner.startswith(b"SSH-"):
@@ -243,35 +323,29 @@ def _wait_for_banner(process: subprocess.Popen, port: int, log: Path) -> None:
         except OSError as exc:
             last = str(exc)
         time.sleep(0.05)
-    process.kill()
-    process.wait(timeout=STOP_SECONDS)
-    raise RuntimeError(f"sshd on {HOST}:{port} did not answer within {START_SECONDS:g} s ({last}): "
+    raise RuntimeError(f"sshd -i on {host}:{port} did not answer within {START_SECONDS:g} s ({last}): "
                        f"{log.read_text()[-2000:]}")
 
 
 def start_test_board(folder: Path) -> TestBoard:
-    """Start sshd on 127.0.0.1 with fresh keys in `folder`; return the TestBoard."""
+    """Listen on 127.0.0.1 and ::1 with fresh keys in `folder`; return the TestBoard. The board
+    authorises two user keys: `key_path`, and `agent_key_path` for tests of the SSH agent."""
     if not os.access(SSHD, os.X_OK):
         raise RuntimeError(f"{SSHD} is missing: run `bash .ci/setup`, which installs openssh-server")
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    host_key, user_key = folder / "ssh_host_ed25519_key", folder / "id_ed25519"
+    host_key, user_key, agent_key = folder / "ssh_host_ed25519_key", folder / "id_ed25519", folder / "id_agent"
     _keygen(host_key, "pytest-rknn test board host")
     _keygen(user_key, "pytest-rknn test board user")
+    _keygen(agent_key, "pytest-rknn test board user, for the SSH agent")
     authorized = folder / "authorized_keys"
-    authorized.write_text(user_key.with_name(user_key.name + ".pub").read_text())
+    authorized.write_text("".join(Path(f"{key}.pub").read_text() for key in (user_key, agent_key)))
     authorized.chmod(0o600)
-    registry = folder / "registry.json"
-    registry.write_text(json.dumps({"models": {}, "faults": {}}))
 
-    port = _free_port()
     config = folder / "sshd_config"
     config.write_text("\n".join([
-        f"ListenAddress {HOST}",
-        f"Port {port}",
         f"HostKey {host_key}",
         f"AuthorizedKeysFile {authorized}",
-        f"PidFile {folder / 'sshd.pid'}",
         "UsePAM no",
         "StrictModes no",
         "PasswordAuthentication no",
@@ -280,7 +354,6 @@ def start_test_board(folder: Path) -> TestBoard:
         "PermitRootLogin prohibit-password",
         "UseDNS no",
         "PrintMotd no",
-        "MaxStartups 100:30:200",
         "MaxSessions 100",
         "Subsystem sftp internal-sftp",
         "LogLevel INFO",
@@ -290,21 +363,27 @@ def start_test_board(folder: Path) -> TestBoard:
     except OSError:
         pass  # not root: sshd then runs unprivileged and only lets this user in
     log = folder / "sshd.log"
-    with open(log, "ab") as stderr:
-        process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
-                                   stdout=stderr, stderr=stderr, start_new_session=True)
+    listeners = [_Listener(socket.AF_INET, HOST, config, log)]
     try:
-        _wait_for_banner(process, port, log)
+        _wait_for_banner(listeners[0].port, log)
+        if socket.has_ipv6:
+            try:
+                listeners.append(_Listener(socket.AF_INET6, HOST6, config, log))
+            except OSError:
+                pass  # no IPv6 loopback here: the board has no [::1] address
+            else:
+                _wait_for_banner(listeners[1].port, log, HOST6)
     except BaseException:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=STOP_SECONDS)
+        for listener in listeners:
+            listener.stop()
         raise
     kind, key = host_key.with_name(host_key.name + ".pub").read_text().split()[:2]
-    board = TestBoard(folder=folder, host=HOST, port=port, user=getpass.getuser(), key_path=user_key,
-                      host_key_line=f"[{HOST}]:{port} {kind} {key}", registry=registry, process=process)
-    board.python = board.make_python("default")
+    port6 = listeners[1].port if len(listeners) > 1 else None
+    board = TestBoard(folder=folder, host=HOST, port=listeners[0].port, user=getpass.getuser(), key_path=user_key,
+                      agent_key_path=agent_key, host_key=f"{kind} {key}", port6=port6, listeners=listeners)
+    board.default = board.make_python("default")
+    board.python = board.default.python
     return board
 
 
-__all__ = ["TestBoard", "start_test_board", "FAULTS", "DOUBLE"]
+__all__ = ["BoardPython", "TestBoard", "start_test_board", "FAULTS", "DOUBLE"]

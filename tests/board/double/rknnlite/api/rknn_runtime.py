@@ -5,6 +5,9 @@ Configuration (environment variables, set by the board Python wrapper):
   RKNNLITE_DOUBLE_RUNTIME_VERSION  the librknnrt version it claims, e.g. 2.5.0
   RKNNLITE_DOUBLE_DRIVER_VERSION   the rknpu driver version, e.g. 0.9.8
   RKNNLITE_DOUBLE_NPU              "0": no usable /dev/rknpu (init fails as on a board without it)
+  RKNNLITE_DOUBLE_TRACE            a file to which every rknn_init appends one JSON line: the
+                                   model's sha256, the core mask, the SSH port the job came in by
+                                   (the test's view of what arrived where; the real runtime has none)
   RKNN_BOARD_DEVICE_TREE           the device tree folder whose `compatible` names the SoC
                                    (default /proc/device-tree, as librknnrt reads it)
 
@@ -25,6 +28,8 @@ import os
 import re
 import signal
 import struct
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -77,6 +82,20 @@ def read_registry():
     return data
 
 
+def trace(event, **fields):
+    """One JSON line for the test that set RKNNLITE_DOUBLE_TRACE (a single O_APPEND write)."""
+    path = os.environ.get("RKNNLITE_DOUBLE_TRACE")
+    if not path:
+        return
+    connection = os.environ.get("SSH_CONNECTION", "").split()
+    record = dict(fields, event=event, pid=os.getpid(), ssh_port=int(connection[3]) if len(connection) == 4 else None)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
 def board_soc():
     """The SoC from the device tree's `compatible` (NUL-separated), e.g. rk3588."""
     folder = os.environ.get("RKNN_BOARD_DEVICE_TREE", "/proc/device-tree")
@@ -127,6 +146,7 @@ class RKNNRuntime:
     # ------------------------------------------------------------------ init
 
     def build_graph(self, rknn_data, load_model_in_npu=False, user_key=None, entry=None, fault=None):
+        trace("rknn_init", sha256=sha256_hex(rknn_data), core_mask=self.core_mask, fault=fault)
         if os.environ.get("RKNNLITE_DOUBLE_NPU", "1") == "0":
             runtime_log("E", "failed to open rknpu module, need to insmod rknpu dirver!")
             runtime_log("E", "failed to open rknn device!")
@@ -299,6 +319,12 @@ class RKNNRuntime:
             time.sleep(10)
         if self.fault == "hang":
             time.sleep(3600)
+        if self.fault == "hang_child":
+            # A runtime that started a helper process and then hung: only a kill of the whole
+            # process group ends both.
+            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+            trace("helper", helper_pid=helper.pid)
+            time.sleep(3600)
         if self.fault == "none_outputs":
             # rknn_run fails on the NPU; RKNNRuntime.run() does not raise, rknn_outputs_get then fails.
             runtime_log("E", "failed to submit!, op id: 1, op name: Conv:conv1, flags: 0x5, task start: 0, "
@@ -315,6 +341,10 @@ class RKNNRuntime:
         outputs = [np.asarray(o).astype(np.float16).astype(np.float32) for o in self.outputs]
         if self.fault == "wrong_shape" and outputs:
             outputs[0] = outputs[0].reshape(1, -1)[:, :-1]
+        if self.fault == "scale":
+            # Every output at half its value: cosine cannot see it (it is scale-free), detection
+            # scores (objectness x class) drop to a quarter.
+            outputs = [(o * np.float32(0.5)).astype(np.float32) for o in outputs]
         if self.fault == "drift":
             # A runtime that got quietly worse: seeded noise at 5% of each output's spread.
             rng = np.random.default_rng(0)
