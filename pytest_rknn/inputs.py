@@ -104,8 +104,8 @@ def _random_samples(spec, field_name, tensor: TensorInfo, index, source: RandomI
         raise SpecError(spec.path, field_name, f"the model input '{tensor.name}' has a dynamic shape {tensor.shape_text()}",
                         "give `shape:` for this input or `convert.dynamic_input` presets")
     low, high = source.random
-    if (source.random == (0.0, 1.0)) and dtype.kind in "iu":
-        high = 100.0 if dtype.kind == "i" else 255.0  # unset range on integer inputs
+    if "random" not in source.model_fields_set and dtype.kind in "iu":
+        high = 100.0 if dtype.kind == "i" else 255.0  # unset range (an input left out) on integer inputs
     rng = np.random.default_rng(source.seed)
     arrays, labels = [], []
     for shape in shapes:

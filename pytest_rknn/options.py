@@ -26,7 +26,10 @@ class Option:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a number of seconds (write e.g. 300)") from None
     if value <= 0:
         raise ValueError(f"{text} is not a positive number")
     return value

@@ -253,15 +253,18 @@ class Spec:
     timeout: Optional[float]
     raw: Dict[str, Any] = field(repr=False)
     version: Optional[str] = None
+    base: Optional["Spec"] = field(default=None, repr=False, compare=False)  # the spec file's, for a version's
 
     def for_version(self, version: str) -> "Spec":
-        """This spec with `versions[version]` merged over it."""
-        overrides = self.raw.get("versions", {}).get(version)
+        """This spec with `versions[version]` merged over it. Called on a version's spec, it gives
+        the same file's spec for that other version (not this version's overrides under another name)."""
+        base = self.base or self
+        overrides = base.raw.get("versions", {}).get(version)
         if not overrides:
-            return replace(self, version=version)
-        merged = _deep_merge({k: v for k, v in self.raw.items() if k != "versions"}, overrides)
-        spec = _build(merged, self.path, self.base_dir, self.name, where=f"versions.{version}.")
-        return replace(spec, version=version)
+            return replace(base, version=version, base=base)
+        merged = _deep_merge({k: v for k, v in base.raw.items() if k != "versions"}, overrides)
+        spec = _build(merged, base.path, base.base_dir, base.name, where=f"versions.{version}.")
+        return replace(spec, version=version, base=base)
 
     def resolve(self, relative: str) -> Path:
         return (self.base_dir / relative).resolve()

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,10 @@ def test_update_writes_one_readable_file_per_spec_and_keeps_other_entries(tmp_pa
     assert data["entries"]["2.5.0-sim"]["metrics"]["cosine.logits"] == 0.99987654  # eight significant digits
     assert text.endswith("}\n") and '\n  "entries": {\n' in text  # indented, one key per line: diffs stay small
 
+    written = path.stat()
     assert store.update([record(spec_file=str(spec_file))]) == [f"{store.shown(path)}: unchanged (2.5.0-sim)"]
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # not rewritten
+    assert path.read_text() == text
     store.update([record(cosine=0.99, spec_file=str(spec_file))])
     data = json.loads(path.read_text())
     assert data["entries"]["2.5.0-sim"]["metrics"]["cosine.logits"] == 0.99
@@ -72,17 +76,49 @@ def test_a_broken_baseline_file_is_a_spec_error_naming_it(tmp_path):
     assert "cnn.json" in excinfo.value.message and "--rknn-baseline-update" in excinfo.value.message
 
 
+def test_a_write_is_atomic_the_target_holds_the_old_bytes_until_one_rename_of_a_synced_complete_file(
+        tmp_path, monkeypatch):
+    path = tmp_path / "cnn.json"
+    write_atomic(path, "old\n")
+    new = "new\n" * 10000
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        synced = os.readlink(f"/proc/self/fd/{fd}")
+        # A reader of the target sees the old file while the new one is being written and synced.
+        events.append(("fsync", synced, Path(synced).read_text(), path.read_text()))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst), path.read_text()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_atomic(path, new)
+    (_, synced, content, seen), (_, src, dst, seen_at_replace) = events  # exactly one sync, then one rename
+    assert synced == src != str(path) and dst == str(path)
+    assert os.path.dirname(src) == str(tmp_path)  # the same folder: the rename stays on one file system
+    assert content == new  # what was synced and renamed is the whole new content
+    assert seen == seen_at_replace == "old\n"
+    assert path.read_text() == new and [p.name for p in tmp_path.iterdir()] == ["cnn.json"]
+    assert path.stat().st_mode & 0o777 == 0o644  # readable like any file, not mkstemp's 0600
+
+
 def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "cnn.json"
     write_atomic(path, "old\n")
+    seen = []
 
-    def power_cut(*args):
+    def power_cut(fd):  # the new bytes are written, not yet renamed: the worst moment
+        seen.append(path.read_text())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(os, "replace", power_cut)
+    monkeypatch.setattr(os, "fsync", power_cut)
     with pytest.raises(KeyboardInterrupt):
         write_atomic(path, "new\n")
-    assert path.read_text() == "old\n"
+    assert seen == ["old\n"]  # it was interrupted in the middle of the write...
+    assert path.read_text() == "old\n"  # ...and the old file is whole
     assert [p.name for p in tmp_path.iterdir()] == ["cnn.json"]
 
 
@@ -154,3 +190,26 @@ def test_an_old_version_that_failed_to_build_is_a_warning_not_a_gate(workdir):
     assert result.passed and result.comparisons[0]["against"] == "2.3.2"
     assert result.warnings == ["cannot compare with 2.3.2: its result has no metrics "
                                "([BUILD] build() raised ValueError: NonZero)"]
+
+
+def test_the_gate_reads_the_old_versions_own_config_from_the_baseline_when_versions_override_it(workdir, tmp_path):
+    """The runner hands the comparison the new version's spec; the old version's baseline entry was
+    recorded under the old version's config (here fp16 on 2.3.2, int8 on 2.5.0), and must be found."""
+    (workdir / "calib").mkdir()
+    spec = spec_from_dict({"model": "cnn.onnx", "gate": {"cosine": 0.001},
+                           "versions": {"2.5.0": {"convert": {"quantize": {"dataset": "calib/*.png"}}}}},
+                          base_dir=workdir)
+    assert spec.for_version("2.5.0").for_version("2.3.2").metrics_config_hash() == \
+        spec.for_version("2.3.2").metrics_config_hash() != spec.for_version("2.5.0").metrics_config_hash()
+    from pytest_rknn.onnx_model import file_sha256
+
+    store = BaselineStore(tmp_path / "baseline", rootdir=tmp_path)
+    store.update([record(version="2.3.2", cosine=0.9999, model_sha=file_sha256(workdir / "cnn.onnx"),
+                         config=spec.for_version("2.3.2").metrics_config_hash())])
+    result = _result("2.5.0", 0.9980)
+    Comparisons(store, "2.3.2", ["2.5.0"], updating_baseline=True).apply(
+        spec.for_version("2.5.0"), result, lambda version: pytest.fail("2.3.2 is in the baseline; it must not run"))
+    gate, = result.comparisons
+    assert (gate["against"], gate["source"]) == ("2.3.2", "baseline")
+    assert result.failures == ["upgrade gate vs 2.3.2 (baseline): cosine.logits 0.998 vs 0.9999 "
+                               "(worse by 0.0019; gate.cosine allows 0.001)"]

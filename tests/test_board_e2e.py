@@ -12,7 +12,6 @@ import os
 import pwd
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import socket
@@ -430,11 +429,12 @@ def test_remote_paths_and_the_board_python_are_quoted_so_the_shell_runs_nothing_
     marks = [home / f"pwned-{token}-{n}" for n in range(3)]
     workdir = tmp_path / f"work $(touch pwned-{token}-0) `touch pwned-{token}-1` 'q\""
     workdir.mkdir()
-    python = board_pytest.personality(name=f"py $(touch pwned-{token}-2) ;x").python
+    # One shell word (no blank), so the option is one command word, which the plugin must quote.
+    python = board_pytest.personality(name=f"py$(touch${{IFS}}pwned-{token}-2);x").python
     copy_cnn(pytester.path)
     write_spec(pytester.path, "odd name;'q'", "model: cnn.onnx\n")
     try:
-        result, _ = board_pytest(python=shlex.quote(str(python)), workdir=str(workdir))
+        result, _ = board_pytest(python=str(python), workdir=str(workdir))
         result.assert_outcomes(passed=2)
         assert [mark for mark in marks if mark.exists()] == []
     finally:

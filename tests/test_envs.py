@@ -1,5 +1,6 @@
 """Toolkit environments: option parsing, pip configuration, user environments, provisioning."""
 
+import os
 import subprocess
 import sys
 
@@ -23,14 +24,25 @@ def test_bad_toolkit_options_are_env_errors_that_say_what_to_write(value, words)
 
 
 def test_pip_configuration_is_passed_on_to_uv(monkeypatch, tmp_path):
+    # Only this test's configuration: no PIP_* variable and no user or XDG config of this machine. pip always
+    # reads /etc/pip.conf as well, so the assertions look only for what this test's file and variables add.
+    for name in [n for n in os.environ if n.startswith("PIP_")]:
+        monkeypatch.delenv(name)
+    for name in ("HOME", "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS"):
+        monkeypatch.setenv(name, str(tmp_path / "nothing"))
+    wheels, env_wheels = tmp_path / "wheels", tmp_path / "env-wheels"  # pip splits PIP_* values on blanks
+    a, b = f"file://{tmp_path}/a", f"file://{tmp_path}/b"
     config = tmp_path / "pip.conf"
-    config.write_text("[global]\nfind-links = /srv/wheels\nextra-index-url = file:///srv/a file:///srv/b\n")
+    config.write_text(f"[global]\nfind-links = {wheels}\nextra-index-url = {a} {b}\n")
     monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
-    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("PIP_INDEX_URL", f"file://{tmp_path}/index")
     args = envs.pip_sources()
-    assert args[args.index("--find-links") + 1] == "/srv/wheels"
-    extra = [args[i + 1] for i, a in enumerate(args) if a == "--extra-index-url"]
-    assert extra == ["file:///srv/a", "file:///srv/b"]
+    values = lambda flag: [args[i + 1] for i, arg in enumerate(args) if arg == flag]
+    assert str(wheels) in values("--find-links")
+    assert [url for url in values("--extra-index-url") if url.startswith(f"file://{tmp_path}/")] == [a, b]
+    assert values("--index-url") == [f"file://{tmp_path}/index"]  # one index; the variable wins over any file
+    monkeypatch.setenv("PIP_FIND_LINKS", str(env_wheels))
+    assert str(env_wheels) in envs.pip_sources()
 
 
 def test_torch_comes_from_a_local_cpu_wheel_when_there_is_one_else_the_cpu_index(tmp_path):
@@ -74,4 +86,4 @@ def test_a_provisioned_environment_is_reused_and_really_holds_its_version(toolki
     assert Provisioner(toolkit_cache).python_for(ToolkitRequest("2.5.0", python)) == python
     with pytest.raises(RknnError) as info:
         Provisioner(toolkit_cache).python_for(ToolkitRequest("2.3.2", python))
-    assert "has rknn-toolkit2 2.5.0, not 2.3.2" in info.value.message
+    assert info.value.failure_class == ENV and "has rknn-toolkit2 2.5.0, not 2.3.2" in info.value.message

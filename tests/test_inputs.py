@@ -45,10 +45,32 @@ def test_letterbox_keeps_the_aspect_ratio_and_pads(tmp_path, workdir):
 def test_random_inputs_are_seeded_and_ranged(workdir):
     text = "inputs:\n  images: {random: [0, 255], count: 2, seed: 7}\n"
     first, again = inputs_of(workdir, text), inputs_of(workdir, text)
+    other = inputs_of(workdir, text.replace("seed: 7", "seed: 8"))
     assert len(first) == 2
-    np.testing.assert_array_equal(first.samples[1][0], again.samples[1][0])
+    np.testing.assert_array_equal(first.samples[1][0], again.samples[1][0])  # the same seed, the same data
+    for sample in range(2):  # another seed, other data: the seed is really used
+        assert not np.array_equal(first.samples[sample][0], other.samples[sample][0])
     assert first.samples[0][0].min() >= 0 and first.samples[0][0].max() < 255
     assert not np.array_equal(first.samples[0][0], first.samples[1][0])
+
+
+def test_integer_random_ranges_include_both_ends(workdir):
+    both = inputs_of(workdir, "inputs:\n  keypoints: {random: [0, 1]}\n", model="two_input.onnx")
+    keypoints = both.samples[0][0]
+    assert keypoints.dtype == np.int64 and set(np.unique(keypoints).tolist()) == {0, 1}  # 128 values
+    single = inputs_of(workdir, "inputs:\n  keypoints: {random: [3, 3]}\n", model="two_input.onnx")
+    assert single.samples[0][0].shape == (1, 64, 2) and (single.samples[0][0] == 3).all()
+
+
+def test_an_input_with_one_sample_is_shared_by_the_samples_of_the_others(workdir):
+    inputs = inputs_of(workdir, "inputs:\n  keypoints: {random: [0, 63], seed: 1}\n"
+                                "  descriptors: {random: [-1, 1], count: 3, seed: 2}\n", model="two_input.onnx")
+    assert len(inputs) == 3
+    keypoints = [sample[0] for sample in inputs.samples]
+    descriptors = [sample[1] for sample in inputs.samples]
+    assert all(np.array_equal(keypoints[0], k) for k in keypoints[1:])
+    assert not np.array_equal(descriptors[0], descriptors[1]) and not np.array_equal(descriptors[1], descriptors[2])
+    assert inputs.labels == ["random #0", "random #0 + random #1", "random #0 + random #2"]
 
 
 def test_multi_input_models_get_their_own_dtypes(workdir):

@@ -3,6 +3,8 @@
 import os
 import re
 import shutil
+import signal
+from pathlib import Path
 
 import numpy as np
 
@@ -58,6 +60,18 @@ def test_k_selects_one_version(run_pytest):
     assert names == ["cnn[2.3.2-sim]", "cnn_int8[2.3.2-sim]"]
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def log_tail_section(out, item):
+    """The text of the `Captured rknn log tail` section in the failure report of one item."""
+    block = re.search(rf"^_+ {re.escape(item)} _+\n(.*?)(?=^_{{5,}} |^=+ )", out, re.S | re.M)
+    assert block, f"no failure report for {item}"
+    section = re.search(r"^-+ Captured rknn log tail call -+\n(.*)", block.group(1), re.S | re.M)
+    assert section, f"{item}: no 'Captured rknn log tail' section"
+    return section.group(1).rstrip("\n")
+
+
 def test_each_failure_gets_its_class_and_one_line_and_the_rest_still_run(run_pytest, pytester):
     for model in ("cnn", "build_fail", "conv_abort", "resize_segv"):
         shutil.copy(MODELS / f"{model}.onnx", pytester.path / f"{model}.onnx")
@@ -71,7 +85,7 @@ def test_each_failure_gets_its_class_and_one_line_and_the_rest_still_run(run_pyt
     write_spec(folder, "build_fail", "model: build_fail.onnx\n")
     write_spec(folder, "conv_abort", "model: conv_abort.onnx\n")
     write_spec(folder, "resize_segv", "model: resize_segv.onnx\n")
-    result, _ = run_pytest(str(folder))
+    result, basetemp = run_pytest(str(folder), "--rknn-toolkit-verbose")  # verbose: long logs, cut to their tail
     out = result.stdout.str()
     result.assert_outcomes(passed=1, failed=8)
     assert outcomes(result) == {
@@ -94,29 +108,106 @@ def test_each_failure_gets_its_class_and_one_line_and_the_rest_still_run(run_pyt
            "E RKNN: Failed to config layer: 'Conv:y', Fatal Error" in out
     assert "[CRASH] resize_segv[2.5.0-sim]: rknn-toolkit2 2.5.0: worker killed by SIGSEGV during build " \
            "(the toolkit logged no error line; see the log tail)" in out
+    # --rknn-toolkit-verbose: the toolkit's verbose build output is in the job's log.txt (and not without it:
+    # see the timeout test).
+    verbose = (job_dirs(basetemp, "good")["2.5.0"] / "log.txt").read_text()
+    assert "D RKNN:" in verbose and "Network Layer Information Table" in verbose
+    # A BUILD or CRASH failure carries the tail of its job's log.txt, with the toolkit's error line in it.
+    for spec, error_line in (("build_fail", r"E build: The input 0 of NonZero\('nonzero'\) need to be constant!"),
+                             ("conv_abort", r"E RKNN: \[[\d:.]+\] Failed to config layer: 'Conv:y', Fatal Error")):
+        tail = log_tail_section(out, f"{spec}[2.5.0-sim]").splitlines()
+        log = [line for line in ANSI.sub("", (job_dirs(basetemp, spec)["2.5.0"] / "log.txt").read_text()).splitlines()
+               if line.strip()]
+        assert len(log) > len(tail) >= 10 and log[0] not in tail, spec  # the tail of a longer log
+        assert tail[-5:] == log[-5:], spec  # it ends where the log ends, lines as they are
+        assert any(re.search(error_line, line) for line in tail), spec
     # A user's mistake is a message, not an internal traceback (the toolkit's own log tail may hold one).
     without_log_tails = re.sub(r"-+ Captured rknn log tail call -+\n.*?(?=^_{5,}|^=+ rknn summary)", "", out,
                                flags=re.S | re.M)
     assert "Traceback" not in without_log_tails and "pytest_rknn/" not in out
 
 
-def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, pytester):
+# A toolkit Python whose worker first starts a child in its own process group: a stand-in for the processes
+# the toolkit may start. The version check (`python -c ...`) goes straight through.
+GROUP_WRAPPER = """#!/bin/sh
+case "$1" in
+  */pytest_rknn/toolkit/worker.py)
+    sleep 300 &
+    echo $! > "$PWD/child.pid" ;;
+esac
+exec {python} "$@"
+"""
+
+
+def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, pytester, toolkit_cache, tmp_path):
+    """One run for the per-job options: --rknn-timeout against a spec's `timeout:`, the process group kill,
+    an existing environment named by path next to a version that cannot be provisioned, a quiet toolkit log
+    without --rknn-toolkit-verbose, and report paths from an ini file in another folder than the current one."""
+    import json
+    import shlex
+
     shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
-    write_spec(pytester.path, "slow", "model: cnn.onnx\ntimeout: 1\n")  # importing the toolkit alone takes longer
-    result, basetemp = run_pytest()
-    assert outcomes(result) == {"slow[2.5.0-sim]": "TIMEOUT"}
-    result.stdout.re_match_lines([r"\[TIMEOUT\] slow\[2\.5\.0-sim\]: rknn-toolkit2 2\.5\.0: no result after 1 s, "
-                                  r"during \w+; worker process group killed"])
-    worker = int((job_dirs(basetemp, "slow")["2.5.0"] / "worker.pid").read_text())
-    assert not _alive(worker)
+    write_spec(pytester.path, "default_timeout", "model: cnn.onnx\n")  # importing the toolkit alone takes > 3 s
+    write_spec(pytester.path, "short_timeout", "model: cnn.onnx\ntimeout: 1\n")
+    write_spec(pytester.path, "long_timeout", "model: cnn.onnx\ntimeout: 600\n")
+    python = Provisioner(toolkit_cache).python_for(ToolkitRequest("2.5.0"))
+    wrapper = pytester.path / "toolkit-python"
+    wrapper.write_text(GROUP_WRAPPER.format(python=shlex.quote(python)))
+    wrapper.chmod(0o755)
+    (pytester.path / "sub").mkdir()
+    (pytester.path / "sub" / "pytest.ini").write_text("[pytest]\nrknn_json = out/r.json\n")
+    children = {}
+    try:
+        result, basetemp = run_pytest(f"--rknn-toolkit=2.5.0={wrapper},9.9.9", f"--rknn-toolkit-cache={tmp_path}",
+                                      "--rknn-timeout=2", "-c", "sub/pytest.ini",
+                                      "--rknn-html=out/x.html", str(pytester.path))
+        jobs = {spec: job_dirs(basetemp, spec)["2.5.0"]
+                for spec in ("default_timeout", "short_timeout", "long_timeout")}
+        children = {spec: int((job / "child.pid").read_text()) for spec, job in jobs.items()}
+        result.assert_outcomes(passed=1, failed=5)
+        assert outcomes(result) == {"default_timeout[2.5.0-sim]": "TIMEOUT", "short_timeout[2.5.0-sim]": "TIMEOUT",
+                                    "default_timeout[9.9.9-sim]": "ENV", "short_timeout[9.9.9-sim]": "ENV",
+                                    "long_timeout[9.9.9-sim]": "ENV"}
+        # No `timeout:` takes --rknn-timeout; a spec's `timeout:` wins, shorter (1 s) or longer (600 s, passed).
+        result.stdout.re_match_lines([
+            r"\[TIMEOUT\] default_timeout\[2\.5\.0-sim\]: rknn-toolkit2 2\.5\.0: no result after 2 s, during \w+; "
+            r"worker process group killed",
+            r"\[TIMEOUT\] short_timeout\[2\.5\.0-sim\]: rknn-toolkit2 2\.5\.0: no result after 1 s, during \w+; "
+            r"worker process group killed"], consecutive=False)
+        result.stdout.fnmatch_lines(["*[[]ENV[]] long_timeout[[]9.9.9-sim[]]: cannot provision rknn-toolkit2 9.9.9: *"])
+        # The whole group is killed: the worker and the child it started, after a timeout and after a normal end.
+        for spec, job in jobs.items():
+            assert not _alive(int((job / "worker.pid").read_text())), spec
+            assert not _alive(children[spec]), f"{spec}: the worker's child {children[spec]} outlived the job"
+        # Without --rknn-toolkit-verbose the toolkit logs no verbose build output (with it: see the failure test).
+        quiet = (jobs["long_timeout"] / "log.txt").read_text()
+        assert "rknn-toolkit2 version: 2.5.0" in quiet and "I rknn building" in quiet
+        assert "D RKNN:" not in quiet and "Network Layer Information Table" not in quiet
+        # Paths: ini values are relative to the ini file's folder, command-line values to the current directory.
+        here, sub = pytester.path, pytester.path / "sub"
+        assert not (here / "out" / "r.json").exists() and not (sub / "out" / "x.html").exists()
+        items = json.loads((sub / "out" / "r.json").read_text())["items"]
+        assert {(i["spec"], i["version"]): i["class"] for i in items} == {
+            ("default_timeout", "2.5.0"): "TIMEOUT", ("short_timeout", "2.5.0"): "TIMEOUT",
+            ("long_timeout", "2.5.0"): None, ("default_timeout", "9.9.9"): "ENV", ("short_timeout", "9.9.9"): "ENV",
+            ("long_timeout", "9.9.9"): "ENV"}
+        assert "long_timeout" in (here / "out" / "x.html").read_text()
+    finally:
+        for pid in children.values():  # never leave a sleep behind, even when the kill is broken
+            try:
+                if _alive(pid) and b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def _alive(pid):
+    """Running (a zombie waiting to be reaped is dead)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_specs_run_from_python_with_a_marker_or_the_runner_fixture(run_pytest, pytester):
@@ -143,22 +234,12 @@ def test_specs_run_from_python_with_a_marker_or_the_runner_fixture(run_pytest, p
     result.stdout.fnmatch_lines(["*test_api.py::test_marker?2.5.0-sim? PASSED*"])
 
 
-def test_a_version_that_cannot_be_provisioned_fails_its_items_only(run_pytest, pytester, toolkit_cache, tmp_path):
-    shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
-    write_spec(pytester.path, "cnn", "model: cnn.onnx\n")
-    existing = Provisioner(toolkit_cache).python_for(ToolkitRequest("2.5.0"))
-    # An existing environment named explicitly, and a version that does not exist, in a private cache.
-    result, _ = run_pytest(f"--rknn-toolkit=2.5.0={existing},9.9.9", f"--rknn-toolkit-cache={tmp_path}")
-    result.assert_outcomes(passed=1, failed=1)
-    assert outcomes(result) == {"cnn[9.9.9-sim]": "ENV"}
-    result.stdout.fnmatch_lines(["*[[]ENV[]] cnn[[]9.9.9-sim[]]: cannot provision rknn-toolkit2 9.9.9: *"])
-
-
 def test_bad_option_values_are_usage_errors(run_pytest):
     result, _ = run_pytest("--rknn-toolkit=2.5")
     assert result.ret == 4
     result.stderr.fnmatch_lines(["*--rknn-toolkit: '2.5' is not a version like 2.5.0*"])
     result, _ = run_pytest("--rknn-timeout=-3")
+    assert result.ret == 4
     result.stderr.fnmatch_lines(["*--rknn-timeout: -3 is not a positive number*"])
 
 
@@ -181,17 +262,25 @@ def test_metrics_go_into_junit_xml_and_the_summary_survives_xdist(run_pytest, py
 
     shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
     write_spec(pytester.path, "a", "model: cnn.onnx\n")
-    write_spec(pytester.path, "b", "model: cnn.onnx\ninputs: {images: {random: [0, 1], seed: 5}}\n")
+    write_spec(pytester.path, "b", "model: cnn.onnx\ninputs: {images: {random: [0, 1], seed: 5}}\n"
+                                   "checks: {cosine: {min: 1.0}}\n")
     junit = tmp_path / "junit.xml"
     result, _ = run_pytest("-n", "2", f"--junitxml={junit}")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=1, failed=1)
+    assert outcomes(result) == {"b[2.5.0-sim]": "ACCURACY"}
     out = result.stdout.str()
     assert re.search(r"^a\s+2\.5\.0\s+sim\s+logits 0\.9", out, re.M) and re.search(r"^b\s+2\.5\.0\s+sim", out, re.M)
     cases = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
              for case in ET.parse(junit).getroot().iter("testcase")}
-    props = cases["a[2.5.0-sim]"]
-    assert props["rknn.version"] == "2.5.0" and props["rknn.outcome"] == "passed"
+    props, failed = cases["a[2.5.0-sim]"], cases["b[2.5.0-sim]"]
+    assert props["rknn.version"] == "2.5.0" and props["rknn.outcome"] == "passed" and "rknn.class" not in props
+    assert failed["rknn.outcome"] == "failed" and failed["rknn.class"] == "ACCURACY"
+    assert float(failed["rknn.cosine.logits"]) < 1.0
+    # Only flat rknn.* metrics: no summary row or record (a dict or list repr) leaks into the properties.
+    for case in (props, failed):
+        assert case and all(name.startswith("rknn.") for name in case), sorted(case)
+        assert not [value for value in case.values() if value.lstrip().startswith(("{", "[", "("))]
     assert float(props["rknn.cosine.logits"]) > 0.999 and float(props["rknn.max_abs.features"]) < 0.05
-    assert len(props["rknn.rknn_sha256"]) == 64 and "rknn" not in props
+    assert len(props["rknn.rknn_sha256"]) == 64
     assert len(props["rknn.model_sha256"]) == 64 and len(props["rknn.config_hash"]) == 16
     assert props["rknn.host.onnxruntime"] and props["rknn.host.python"].startswith("3.")
