@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 
-BACKEND_SUFFIX = re.compile(r"^(?P<item>.*\[.+)-(?:sim|board)\]$")  # spec[2.5.0-board], test_x[2.5.0-sim]
+from .runner import BOARD, SIM
+
+BACKEND_SUFFIX = re.compile(rf"^(?P<item>.*\[.+)-(?:{SIM}|{BOARD})\]$")  # spec[2.5.0-board], test_x[2.5.0-sim]
 
 
 def scope_of(nodeid: str) -> str:

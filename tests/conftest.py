@@ -54,6 +54,15 @@ def run_pytest(pytester, toolkit_cache, tmp_path_factory, monkeypatch):
     return run
 
 
+def alive(pid) -> bool:
+    """Running (a zombie waiting to be reaped is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def job_dirs(basetemp: Path, spec: str):
     """The worker job directories of one spec, one per toolkit version."""
     return {p.name: p for p in (basetemp / "rknn").glob(f"{spec}-*/*") if p.is_dir()}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, FIXTURES, MODELS, job_dirs, write_spec
+from conftest import EXAMPLES, FIXTURES, MODELS, alive, job_dirs, write_spec
 
 FAILURE_LINE = re.compile(r"^FAILED \S+::(.+?) - \[(\w+)\]", re.M)
 YOLO = FIXTURES / "yolo"
@@ -39,15 +39,6 @@ def outcomes(result):
 
 def json_items(report):
     return {(i["spec"], i["backend"]): i for i in json.loads(report.read_text())["items"]}
-
-
-def alive(pid) -> bool:
-    """Running (a zombie is dead: it only waits to be reaped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def assert_board_left_clean(test_board, remote_parent):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import EXAMPLES, MODELS, job_dirs, write_spec
+from conftest import EXAMPLES, MODELS, alive, job_dirs, write_spec
 
 from pytest_rknn.toolkit.envs import Provisioner, ToolkitRequest
 
@@ -177,8 +177,8 @@ def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, 
         result.stdout.fnmatch_lines(["*[[]ENV[]] long_timeout[[]9.9.9-sim[]]: cannot provision rknn-toolkit2 9.9.9: *"])
         # The whole group is killed: the worker and the child it started, after a timeout and after a normal end.
         for spec, job in jobs.items():
-            assert not _alive(int((job / "worker.pid").read_text())), spec
-            assert not _alive(children[spec]), f"{spec}: the worker's child {children[spec]} outlived the job"
+            assert not alive(int((job / "worker.pid").read_text())), spec
+            assert not alive(children[spec]), f"{spec}: the worker's child {children[spec]} outlived the job"
         # Without --rknn-toolkit-verbose the toolkit logs no verbose build output (with it: see the failure test).
         quiet = (jobs["long_timeout"] / "log.txt").read_text()
         assert "rknn-toolkit2 version: 2.5.0" in quiet and "I rknn building" in quiet
@@ -195,19 +195,10 @@ def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, 
     finally:
         for pid in children.values():  # never leave a sleep behind, even when the kill is broken
             try:
-                if _alive(pid) and b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if alive(pid) and b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-
-
-def _alive(pid):
-    """Running (a zombie waiting to be reaped is dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_specs_run_from_python_with_a_marker_or_the_runner_fixture(run_pytest, pytester):

@@ -51,7 +51,7 @@ def api(source: str):
             methods[node.name] = [(a.arg, d) for a, d in zip(args.args, defaults)]
     messages = set()
     for node in ast.walk(cls):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in "ewid"
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("e", "w", "i", "d")
                 and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             messages.add(node.args[0].value)
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"
