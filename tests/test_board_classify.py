@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 
+from pytest_rknn.board.classify import classify as board_classify
 from pytest_rknn.board.connection import BoardAddress, SshSettings
 from pytest_rknn.board.preflight import BoardInfo
 from pytest_rknn.board.session import RUNNER, BoardSession
@@ -42,7 +43,7 @@ def session(librknnrt="2.5.0 (0000000000@2026-01-01T00:00:00)"):
 
 
 def classify(board, result, lines, toolkit="2.5.0"):
-    return board._classify(result, lines, toolkit)
+    return board_classify(board.where, board.info, result, lines, toolkit)
 
 
 def test_an_older_2_x_runtime_passes_with_a_warning_that_quotes_its_line():

@@ -8,16 +8,15 @@ import shlex
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..errors import BUILD, CRASH, ENV, TIMEOUT, RknnError
-from ..logs import error_lines, log_tail, read_log, signal_name
+from ..errors import ENV, RknnError
+from ..logs import read_log
+from .classify import classify
 from .connection import BoardAddress, SshConnection, SshSettings
-from .preflight import BoardInfo, parse_preflight, runtime_is_older
+from .preflight import BoardInfo, parse_preflight
 
 RUNNER = Path(__file__).with_name("remote_runner.py")
 CORE_MASKS = {"auto": "NPU_CORE_AUTO", "0": "NPU_CORE_0", "1": "NPU_CORE_1", "2": "NPU_CORE_2",
               "0_1": "NPU_CORE_0_1", "0_1_2": "NPU_CORE_0_1_2", "all": "NPU_CORE_ALL"}
-# Lines the runtime logs when a model is newer than it can run.
-_TOO_NEW = ("Invalid RKNN model version", "not match with rknn runtime version")
 SSH_GRACE_SECONDS = 30.0  # past the board's own job timeout, before the host gives up on the channel
 
 
@@ -92,45 +91,8 @@ class BoardSession:
         if not (local_dir / "result.json").is_file():
             raise RknnError(ENV, f"{self.where}: the runner left no result (exit {answer.status}): "
                                  f"{answer.stderr.strip()[-300:]}")
-        return self._classify(json.loads((local_dir / "result.json").read_text()), read_log(local_dir),
-                              toolkit_version)
-
-    def _classify(self, result: dict, lines: List[str], toolkit_version: str) -> dict:
-        status = result["status"]
-        errors = error_lines(lines)
-        tail = log_tail(lines)
-        if status == "ok":
-            if runtime_is_older(self.info, toolkit_version):
-                # A 2.x runtime runs newer models with only a warning; results may still differ.
-                said = next((l.strip() for l in lines if "not match with rknn runtime version" in l), "")
-                result["warnings"] = [f"{self.where}: librknnrt {self.info.librknnrt} is older than rknn-toolkit2 "
-                                      f"{toolkit_version} that built the model" + (f" ({said})" if said else "")]
-            return result
-        if status == "SHA256":
-            raise RknnError(ENV, f"{self.where}: the uploaded .rknn has sha256 {result['found'][:12]}..., not the "
-                                 f"built one; the copy was damaged on the way")
-        if status == "TIMEOUT":
-            raise RknnError(TIMEOUT, f"{self.where}: no result after {result['seconds']:g} s, during {result['step']}; "
-                                     f"runner process group killed (raise --rknn-board-timeout)", tail)
-        if status == "CRASH":
-            detail = f": {errors[0]}" if errors else " (the runtime logged no error line; see the log tail)"
-            raise RknnError(CRASH, f"{self.where}: runner killed by {signal_name(result['signal'])} during "
-                                   f"{result['step']}{detail}", tail)
-        too_new = [line for line in errors if any(mark in line for mark in _TOO_NEW)]
-        if status == "RUNTIME" and (too_new or runtime_is_older(self.info, toolkit_version)):
-            detail = f": {too_new[0]}" if too_new else ""
-            raise RknnError(ENV, f"{self.where}: librknnrt {self.info.librknnrt} is older than rknn-toolkit2 "
-                                 f"{toolkit_version} that built the model; RKNNLite.{result['step']}() returned "
-                                 f"{result['returncode']}{detail} (update the board runtime or build with an older "
-                                 f"toolkit)", tail)
-        if status == "RUNTIME":
-            detail = "; ".join(errors) if errors else "RKNNLite logged no error line, see the log tail"
-            raise RknnError(BUILD, f"{self.where}: RKNNLite.{result['step']}() returned {result['returncode']}: "
-                                   f"{detail}", tail)
-        # The runner exited without a result: a Python exception, e.g. rknnlite failing to import.
-        reason = next((l.strip() for l in reversed(lines) if "Error" in l), f"exit status {result.get('returncode')}")
-        failure_class = ENV if result.get("step") in ("start", "sha256", "import") else BUILD
-        raise RknnError(failure_class, f"{self.where}: the runner failed during {result.get('step')}: {reason}", tail)
+        return classify(self.where, self.info, json.loads((local_dir / "result.json").read_text()),
+                        read_log(local_dir), toolkit_version)
 
     def close(self) -> None:
         """Kill what is still running in our work dir, remove it, disconnect. Safe to call twice."""
