@@ -16,6 +16,7 @@ from .errors import SPEC, RknnError
 
 FORMAT = 1
 RERECORD = "record it with --rknn-baseline-update"
+FIX_FILE = "fix it, or delete it and re-record with --rknn-baseline-update"
 
 
 def entry_key(version: str, backend: str) -> str:
@@ -34,6 +35,7 @@ class BaselineStore:
         self.directory = Path(directory)
         self.rootdir = Path(rootdir)
         self._files: Dict[Path, dict] = {}
+        self.not_updated: List[Path] = []  # files the last update could not write
 
     def file_for(self, spec_name: str, spec_file: Optional[str]) -> Path:
         """DIR/<spec's folder relative to the rootdir>/<spec>.json, so equal names in two folders never meet."""
@@ -56,19 +58,16 @@ class BaselineStore:
             self._files[path] = self._load(path)
         return self._files[path]
 
+    def check_readable(self, spec_name: str, spec_file) -> None:
+        """Raise the SPEC error of this spec's baseline file if it cannot be read (so an update
+        fails the spec's items rather than overwrite entries it cannot see)."""
+        self.read(self.file_for(spec_name, spec_file))
+
     def _load(self, path: Path) -> dict:
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict) or not isinstance(data.get("entries", {}), dict):
-                raise ValueError("expected an object with an `entries` object")
+            return _parse(path)
         except ValueError as exc:
-            raise RknnError(SPEC, f"baseline {self.shown(path)}: not a pytest-rknn baseline ({exc}); fix it, or "
-                                  f"delete it and {RERECORD}") from None
-        return data
+            raise RknnError(SPEC, f"baseline {self.shown(path)}: {exc}; {FIX_FILE}") from None
 
     def lookup(self, spec_name: str, spec_file: Optional[str], version: str, backend: str, model_sha256: str,
                config_hash: str) -> Tuple[Optional[dict], str]:
@@ -88,26 +87,57 @@ class BaselineStore:
         return entry, ""
 
     def update(self, records: Iterable[dict]) -> List[str]:
-        """Write the metrics of these records into their files (other entries stay); one line per file."""
+        """Write the metrics of these records into their files (other entries stay); one line per file.
+        A file that cannot be read or written is left as it is, with a line saying why (see not_updated)."""
         by_file: Dict[Path, List[dict]] = {}
         for record in records:
-            if record["metrics"] and record["fingerprint"].get("model_sha256"):
+            if record.get("metrics") and record.get("fingerprint", {}).get("model_sha256"):
                 by_file.setdefault(self.file_for(record["spec"], record["spec_file"]), []).append(record)
         lines = []
+        self.not_updated = []
         for path, file_records in sorted(by_file.items()):
-            old = self._load(path)
-            entries = dict(old.get("entries", {}))
-            for record in file_records:
-                entries[entry_key(record["version"], record["backend"])] = _entry(record)
-            new = {"format": FORMAT, "spec": file_records[0]["spec"], "entries": dict(sorted(entries.items()))}
-            keys = ", ".join(sorted(entry_key(r["version"], r["backend"]) for r in file_records))
-            if new == old:
-                lines.append(f"{self.shown(path)}: unchanged ({keys})")
-                continue
-            write_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
-            self._files[path] = new
-            lines.append(f"{self.shown(path)}: {'updated' if old else 'created'} ({keys})")
+            try:
+                lines.append(self._update_file(path, file_records))
+            except ValueError as exc:  # not a baseline: its entries cannot be kept, so it is not overwritten
+                self.not_updated.append(path)
+                lines.append(f"{self.shown(path)}: NOT updated: {exc}; {FIX_FILE}")
+            except OSError as exc:
+                self.not_updated.append(path)
+                lines.append(f"{self.shown(path)}: NOT updated: {exc}")
         return lines
+
+    def _update_file(self, path: Path, records: List[dict]) -> str:
+        old = _parse(path)
+        entries = dict(old.get("entries", {}))
+        for record in records:
+            entries[entry_key(record["version"], record["backend"])] = _entry(record)
+        new = {"format": FORMAT, "spec": records[0]["spec"], "entries": dict(sorted(entries.items()))}
+        keys = ", ".join(sorted(entry_key(r["version"], r["backend"]) for r in records))
+        if new == old:
+            return f"{self.shown(path)}: unchanged ({keys})"
+        write_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
+        self._files[path] = new
+        return f"{self.shown(path)}: {'updated' if old else 'created'} ({keys})"
+
+
+def _parse(path: Path) -> dict:
+    """A baseline file's content, {} when there is none; ValueError saying what is wrong with it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("entries", {}), dict):
+            raise ValueError("expected an object with an `entries` object")
+        for key, entry in data.get("entries", {}).items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("metrics", {}), dict):
+                raise ValueError(f"entry {key!r} is not an object with a `metrics` object")
+    except ValueError as exc:
+        raise ValueError(f"not a pytest-rknn baseline ({exc})") from None
+    return data
 
 
 def _entry(record: dict) -> dict:

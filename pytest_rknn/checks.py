@@ -12,7 +12,8 @@ from .spec import Spec
 
 def _check_output_names(spec: Spec, outputs: Sequence[OutputMetrics]) -> None:
     names = [m.name for m in outputs]
-    for check_name, check in (("cosine", spec.checks.cosine), ("max_abs", spec.checks.max_abs)):
+    for check_name, check in (("cosine", spec.checks.cosine), ("vs_sim_cosine", spec.checks.vs_sim_cosine),
+                              ("max_abs", spec.checks.max_abs)):
         for name in (check.outputs if check else {}):
             if name not in names:
                 raise SpecError(spec.path, f"checks.{check_name}.outputs.{name}", f"the model has no output '{name}'",
@@ -40,6 +41,13 @@ def evaluate(spec: Spec, outputs: Sequence[OutputMetrics]) -> List[str]:
             why = " (undefined: an all-zero side)" if math.isnan(m.worst_cosine) else ""
             failures.append(f"{where} sample {m.worst_sample} ({m.worst_label}): cosine {format_cosine(m.worst_cosine, minimum)} "
                             f"< min {minimum}{why}")
+        vs_sim = spec.checks.vs_sim_cosine
+        if vs_sim is not None and m.vs_sim_cosine is not None:  # board items only
+            least = vs_sim.outputs.get(m.name, vs_sim.min)
+            if not (m.vs_sim_cosine >= least):
+                failures.append(f"{where}: board vs simulator cosine {format_cosine(m.vs_sim_cosine, least)} < "
+                                f"checks.vs_sim_cosine min {least}, while against onnxruntime it is "
+                                f"{format_cosine(m.worst_cosine, minimum)} (min {minimum})")
         if spec.checks.max_abs is not None:
             limit = spec.checks.max_abs.outputs.get(m.name, spec.checks.max_abs.max)
             if not (m.max_abs <= limit):

@@ -7,7 +7,7 @@ import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .baseline import BaselineStore, rounded
-from .errors import RknnError
+from .errors import ENV, RknnError
 from .onnx_model import file_sha256
 from .result import RunResult
 from .spec import Spec
@@ -115,31 +115,46 @@ class Comparisons:
 
     def _against_version(self, spec: Spec, result: RunResult, measure: Callable[[str], RunResult]) -> None:
         other = self.compare_to
-        reference, source, why = self._reference(spec, result, measure)
+        reference, source, failed = self._reference(spec, result, measure)
         if reference is None:
+            why = f"its result has no metrics ([{failed.failure_class}] {failed.message})"
             result.comparisons.append({"against": other, "source": source, "missing": why})
-            result.warnings.append(f"cannot compare with {other}: {why}")
+            self._not_compared(result, why, failed.failure_class or ENV)
             return
         deltas, failures = compare_metrics(result.metrics(), reference, spec.gate.allowed(),
                                            f"upgrade gate vs {other} ({source})", "gate")
         result.comparisons.append({"against": other, "source": source, "deltas": deltas})
         result.add_failures(failures)
 
-    def _reference(self, spec: Spec, result: RunResult,
-                   measure: Callable[[str], RunResult]) -> Tuple[Optional[Dict[str, float]], str, str]:
+    def _not_compared(self, result: RunResult, why: str, failure_class: str) -> None:
+        """When the compare-to version is tested in this run, its own items fail and say why: a warning
+        here is enough. Otherwise this item is the only place where its failure can show, and a gate
+        that compared nothing must not pass: the item fails, in the class of that failure."""
+        other = self.compare_to
+        if other in self.versions_in_run:
+            result.warnings.append(f"cannot compare with {other}: {why}")
+            return
+        line = (f"upgrade gate vs {other}: cannot compare, {why}, so the gate compared nothing "
+                f"(make {other} run this spec, or leave out --rknn-compare-to)")
+        if result.failure_class is None:
+            result.failure_class, result.message = failure_class, line
+        result.failures.append(line)
+
+    def _reference(self, spec: Spec, result: RunResult, measure: Callable[[str], RunResult]
+                   ) -> Tuple[Optional[Dict[str, float]], str, Optional[RunResult]]:
         """The compare-to version's metrics: from this run if it runs that version, else from the
-        baseline, else measured now."""
+        baseline, else measured now; or None and the compare-to's failed result."""
         other = self.compare_to
         if self.baseline is not None and other not in self.versions_in_run:
             spec_other = spec.for_version(other)
             entry, _ = self.baseline.lookup(result.spec, _spec_file(result), other, result.backend,
                                             file_sha256(spec_other.model_path), spec_other.metrics_config_hash())
             if entry is not None:
-                return entry.get("metrics", {}), BASELINE, ""
+                return entry.get("metrics", {}), BASELINE, None
         measured = measure(other)
         if not measured.metrics():
-            return None, "this run", f"its result has no metrics ([{measured.failure_class}] {measured.message})"
-        return measured.metrics(), "this run", ""
+            return None, "this run", measured
+        return measured.metrics(), "this run", None
 
 
 def _spec_file(result: RunResult) -> Optional[str]:

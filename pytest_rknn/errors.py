@@ -11,8 +11,11 @@ BUILD = "BUILD"  # the toolkit refused the model (a call returned -1)
 CRASH = "CRASH"  # the worker died from a signal
 TIMEOUT = "TIMEOUT"  # the worker ran past its time limit
 ACCURACY = "ACCURACY"  # a metric is out of tolerance
+# Not a verdict on the model: an unexpected exception in pytest-rknn itself (a bug: please report
+# it) or in code it called (a hook implementation of yours). Its traceback goes to a report section.
+INTERNAL = "INTERNAL"
 
-FAILURE_CLASSES = (SPEC, ENV, BUILD, CRASH, TIMEOUT, ACCURACY)
+FAILURE_CLASSES = (SPEC, ENV, BUILD, CRASH, TIMEOUT, ACCURACY, INTERNAL)
 
 
 class RknnError(Exception):

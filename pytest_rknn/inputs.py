@@ -63,16 +63,55 @@ def prepare_inputs(spec: Spec, model: ModelInfo) -> InputSet:
     for index, tensor in enumerate(model.inputs):
         source = spec.inputs.get(tensor.name) or RandomInput()
         field_name = f"inputs.{tensor.name}"
+        _check_layout_applies(spec, field_name, tensor, source)
         if isinstance(source, RandomInput):
             samples = _random_samples(spec, field_name, tensor, index, source, presets)
         elif isinstance(source, ImageInput):
             samples = _image_samples(spec, field_name, tensor, source)
         else:
             samples = _file_samples(spec, field_name, tensor, source)
-        for array in samples.arrays:
+        for array, label in zip(samples.arrays, samples.labels):
             _check_shape(spec, field_name, tensor, array, samples.layout, presets, index)
+            _check_fits_model_dtype(spec, field_name, tensor, array, label)
         per_input.append(samples)
     return _zip_samples(spec, model, per_input)
+
+
+def _check_layout_applies(spec: Spec, field_name: str, tensor: TensorInfo, source) -> None:
+    """Images are always 4-D (checked with the images); a file or random input may not be."""
+    if isinstance(source, (FileInput, RandomInput)) and source.layout is not None and len(tensor.shape) != 4:
+        raise SpecError(spec.path, f"{field_name}.layout", f"a layout applies only to a 4-D input, and "
+                                                           f"'{tensor.name}' is {tensor.shape_text()}, so it would do nothing",
+                        "remove `layout`")
+
+
+def integer_problem(array: np.ndarray, dtype: np.dtype) -> Optional[str]:
+    """Why `array` cannot become the integer `dtype` without changing its values, or None if it can."""
+    if array.dtype.kind == "b" or array.size == 0:
+        return None
+    if array.dtype.kind in "fc":
+        if not np.isfinite(array).all():
+            return "holds NaN or Inf"
+        fractional = array[array != np.round(array)]
+        if fractional.size:
+            return f"holds values with a fraction (e.g. {fractional.flat[0]:g})"
+    low, high, limits = array.min(), array.max(), np.iinfo(dtype)
+    if low < limits.min or high > limits.max:
+        return f"holds values from {low:g} to {high:g}, outside {dtype.name}'s {limits.min}..{limits.max}"
+    return None
+
+
+def _check_fits_model_dtype(spec: Spec, field_name: str, tensor: TensorInfo, array: np.ndarray, label: str) -> None:
+    """An integer model input gets whole numbers in range: onnxruntime would otherwise see the data cast
+    (truncated or wrapped around) without a word."""
+    dtype = np.dtype(tensor.dtype)
+    if dtype.kind not in "iu":
+        return
+    problem = integer_problem(array, dtype)
+    if problem:
+        raise SpecError(spec.path, field_name, f"the model input '{tensor.name}' is {dtype.name}, and sample "
+                                               f"'{label}' ({array.dtype.name}) {problem}",
+                        f"give whole numbers within {dtype.name}'s range (a `dtype:` of its own must be an integer type)")
 
 
 def _check_presets(spec: Spec, model: ModelInfo, presets) -> None:
@@ -106,6 +145,8 @@ def _random_samples(spec, field_name, tensor: TensorInfo, index, source: RandomI
     low, high = source.random
     if "random" not in source.model_fields_set and dtype.kind in "iu":
         high = 100.0 if dtype.kind == "i" else 255.0  # unset range (an input left out) on integer inputs
+    if dtype.kind in "iu":
+        _check_integer_range(spec, field_name, dtype, low, high)
     rng = np.random.default_rng(source.seed)
     arrays, labels = [], []
     for shape in shapes:
@@ -121,6 +162,13 @@ def _random_samples(spec, field_name, tensor: TensorInfo, index, source: RandomI
             labels.append(f"random {shape_text} #{i}" if len(shapes) > 1 else f"random #{i}")
     layout = source.layout or ("nchw" if len(shapes[0]) == 4 else None)
     return _Samples(arrays, labels, layout)
+
+
+def _check_integer_range(spec, field_name, dtype: np.dtype, low: float, high: float) -> None:
+    problem = integer_problem(np.array([low, high]), dtype)
+    if problem:
+        raise SpecError(spec.path, f"{field_name}.random", f"[{low:g}, {high:g}] for {dtype.name} data {problem}",
+                        f"give whole numbers within {dtype.name}'s range, e.g. [0, 10]")
 
 
 def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput) -> _Samples:
@@ -187,6 +235,11 @@ def _file_samples(spec, field_name, tensor: TensorInfo, source: FileInput) -> _S
     else:
         array = loaded
     dtype = np.dtype(source.dtype or tensor.dtype)
+    problem = integer_problem(array, dtype) if dtype.kind in "iu" else None
+    if problem:
+        raise SpecError(spec.path, f"{field_name}.file", f"{path.name} ({array.dtype.name}) {problem}, and would be "
+                                                         f"cast to {dtype.name} for the model input '{tensor.name}'",
+                        f"store whole numbers within {dtype.name}'s range")
     rank = len(tensor.shape)
     if array.ndim == rank + 1:
         arrays = [np.ascontiguousarray(a).astype(dtype) for a in array]

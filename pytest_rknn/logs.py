@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import signal
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 STEP_MARK = "[pytest-rknn] step:"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -62,3 +62,21 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def exception_line(lines: List[str]) -> Optional[str]:
+    """The last line of the last Python traceback in the log: `Exception: Can not find dynamic
+    library on RK3588!`, `RuntimeError`. rknn-toolkit-lite2 logs tracebacks it caught as `E Traceback
+    (most recent call last):`, then the indented frames, then the exception; None without one."""
+    starts = [i for i, line in enumerate(lines) if "Traceback (most recent call last):" in line]
+    if not starts:
+        return None
+    for line in lines[starts[-1] + 1:]:
+        if line.strip() and not line[:1].isspace():
+            return line.strip()
+    return None
+
+
+def without_timestamp(line: str) -> str:
+    """`E RKNN: [10:11:12.121] Invalid ...` as `E RKNN: Invalid ...`, stripped."""
+    return _TIMESTAMP.sub("", line.strip())

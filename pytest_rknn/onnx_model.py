@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import FrozenSet, List, Optional, Tuple, Union
 
 import onnx
 from onnx import helper
@@ -28,14 +28,30 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class OpInfo:
+    name: str
+    op_type: str
+    outputs: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     path: Path
     sha256: str
     inputs: List[TensorInfo]
     outputs: List[TensorInfo]
+    ops: Tuple[OpInfo, ...] = ()  # the graph's nodes, for checking `op_target` before a build
 
     def input(self, name: str) -> Optional[TensorInfo]:
         return next((t for t in self.inputs if t.name == name), None)
+
+    @property
+    def op_outputs(self) -> FrozenSet[str]:
+        return frozenset(name for op in self.ops for name in op.outputs)
+
+    @property
+    def op_types(self) -> FrozenSet[str]:
+        return frozenset(op.op_type for op in self.ops)
 
 
 def _tensor_info(value_info) -> TensorInfo:
@@ -64,4 +80,5 @@ def read_model_info(path: Path) -> ModelInfo:
     initializers = {init.name for init in model.graph.initializer}
     inputs = [_tensor_info(v) for v in model.graph.input if v.name not in initializers]
     outputs = [_tensor_info(v) for v in model.graph.output]
-    return ModelInfo(Path(path), file_sha256(Path(path)), inputs, outputs)
+    ops = tuple(OpInfo(node.name, node.op_type, tuple(node.output)) for node in model.graph.node)
+    return ModelInfo(Path(path), file_sha256(Path(path)), inputs, outputs, ops)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import pytest
 
-from .toolkit.envs import DEFAULT_VERSION, default_cache_dir
+from .toolkit.envs import DEFAULT_VERSION, default_cache_dir, is_version
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,22 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise ValueError(f"'{text}' is not a number of seconds (write e.g. 300)") from None
-    if value <= 0:
-        raise ValueError(f"{text} is not a positive number")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{text} is not a positive number (write e.g. 300)")
     return value
+
+
+def _version(text: str) -> str:
+    if not is_version(text.strip()):
+        raise ValueError(f"'{text}' is not a toolkit version like 2.3.2 (write e.g. --rknn-compare-to=2.3.2)")
+    return text.strip()
+
+
+def _url_or_folder(text: str) -> str:
+    if "://" not in text and not Path(text).expanduser().is_dir():
+        raise ValueError(f"'{text}' is neither a URL nor an existing folder (give an index URL such as "
+                         f"https://download.pytorch.org/whl/cpu, or a folder that holds the torch wheel)")
+    return text
 
 
 def _core_mask(text: str) -> str:
@@ -51,7 +65,7 @@ OPTIONS = [
                                    "(default: $XDG_CACHE_HOME/pytest-rknn)", None, metavar="DIR"),
     Option("--rknn-torch-index", "index URL or wheel folder for the CPU torch that the toolkit needs "
                                  "(default: a local wheel from pip's find-links, else PyTorch's CPU index)",
-           None, metavar="URL_OR_DIR"),
+           None, _url_or_folder, metavar="URL_OR_DIR"),
     Option("--rknn-timeout", "seconds one build+simulate job may take before it is killed (default: 600)",
            600.0, _positive_float, metavar="SECONDS"),
     Option("--rknn-toolkit-verbose", "run the toolkit with verbose=True (its log goes to each job's log.txt)",
@@ -80,7 +94,7 @@ OPTIONS = [
            False, is_flag=True),
     Option("--rknn-compare-to", "upgrade gate: compare every other version's items with this version's results "
                                 "(from this run, else the baseline, else run it), within the spec's `gate:`",
-           None, metavar="VERSION"),
+           None, _version, metavar="VERSION"),
     Option("--rknn-json", "write every item's result, metrics, fingerprint and timings to this JSON file",
            None, metavar="PATH"),
     Option("--rknn-html", "write a self-contained HTML report (tables, charts, detection overlays) to this file",
@@ -99,18 +113,42 @@ def add_options(parser: pytest.Parser) -> None:
             parser.addini(option.ini, option.help, default=None)
 
 
-def get_option(config: pytest.Config, flag: str):
-    """The command line wins over the ini file, the ini file over the default."""
-    option = next(o for o in OPTIONS if o.flag == flag)
+def _find(flag: str) -> Option:
+    return next(o for o in OPTIONS if o.flag == flag)
+
+
+def _given(config: pytest.Config, option: Option) -> Tuple[Any, str, Path]:
+    """The value as given (None if not given), where it came from, and the folder a relative path is
+    relative to: the command line wins over the ini file."""
     value = config.getoption(option.ini)
-    source = flag
-    if value is None:
+    if value is not None:
+        return value, option.flag, Path(config.invocation_params.dir)
+    try:
         value = config.getini(option.ini)
-        source = f"ini option {option.ini}"
-        if option.is_flag:
-            return bool(value)
-    if value is None or value == "":
+    except (ValueError, pytest.UsageError) as exc:  # a bool ini option that is not true or false
+        raise pytest.UsageError(f"ini option {option.ini}: {exc} (write true or false)") from None
+    return value, f"ini option {option.ini}", config.inipath.parent if config.inipath else config.rootpath
+
+
+def _refuse_empty(option: Option, value: Any, source: str) -> None:
+    """`--rknn-toolkit=` or `rknn_toolkit =`: given, but empty. Falling back to the default would
+    silently run something the user did not ask for."""
+    if isinstance(value, str) and not value.strip():
+        example = f"{option.flag}={option.metavar}" if source == option.flag else f"{option.ini} = {option.metavar}"
+        default = f"the default ({option.default})" if option.default is not None else "none"
+        raise pytest.UsageError(f"{source} is empty: give a value ({example}), or leave the option out for {default}")
+
+
+def get_option(config: pytest.Config, flag: str):
+    """The command line wins over the ini file, the ini file over the default. A value given empty,
+    or one that the option's kind refuses, is a usage error that names the option."""
+    option = _find(flag)
+    value, source, _ = _given(config, option)
+    if option.is_flag:
+        return bool(value)
+    if value is None:
         return option.default
+    _refuse_empty(option, value, source)
     try:
         return option.kind(value)
     except ValueError as exc:
@@ -119,17 +157,33 @@ def get_option(config: pytest.Config, flag: str):
 
 def get_path_option(config: pytest.Config, flag: str) -> Optional[Path]:
     """A path option: relative to the current directory on the command line, to the ini file's folder in it."""
-    option = next(o for o in OPTIONS if o.flag == flag)
-    value = config.getoption(option.ini)
-    base = config.invocation_params.dir
+    option = _find(flag)
+    value, source, base = _given(config, option)
     if value is None:
-        value = config.getini(option.ini)
-        base = config.inipath.parent if config.inipath else config.rootpath
-    if not value:
         return None
+    _refuse_empty(option, value, source)
     return (Path(base) / Path(value).expanduser()).resolve()
 
 
-def cache_dir(config: pytest.Config):
-    value = get_option(config, "--rknn-toolkit-cache")
-    return Path(value).expanduser() if value else default_cache_dir()
+def get_file_option(config: pytest.Config, flag: str) -> Optional[Path]:
+    """A path option for a file that pytest-rknn writes at the end (a report): refused now if it
+    cannot be written, rather than after all the work."""
+    path = get_path_option(config, flag)
+    if path is None:
+        return None
+    source = _given(config, _find(flag))[1]
+    if path.is_dir():
+        example = path / f"rknn-report.{flag.rsplit('-', 1)[-1]}"
+        raise pytest.UsageError(f"{source}: {path} is a folder; give a file path, e.g. {flag}={example}")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise pytest.UsageError(f"{source}: cannot write {path}, because {blocking} is a file, not a folder")
+    return path
+
+
+def cache_dir(config: pytest.Config) -> Path:
+    path = get_path_option(config, "--rknn-toolkit-cache")
+    if path is not None and path.exists() and not path.is_dir():
+        source = _given(config, _find("--rknn-toolkit-cache"))[1]
+        raise pytest.UsageError(f"{source}: {path} is a file; give a folder for the toolkit environments")
+    return path if path is not None else default_cache_dir()

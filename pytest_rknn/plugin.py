@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from . import xdist_groups
-from .items import RECORD_ATTRIBUTE, RUNNER_KEY, RknnSpecFile, record_result
+from .items import RUNNER_KEY, RknnSpecFile, add_sections, attach_record, record_result
 from .options import add_options
 from .recording import SessionRecords
-from .report import summary_table
+from .result import TRACEBACK_SECTION
 from .runner import SIM, RknnRunner
 from .session import build_outputs, build_runner, parse_toolkits
 from .spec import SPEC_SUFFIX
@@ -74,30 +74,33 @@ def rknn_result(request, rknn):
     if isinstance(spec, (str, Path)):
         spec = Path(request.node.path).parent / spec
     version, backend = getattr(request, "param", (None, SIM))
-    result = rknn.run(spec, version, backend)
-    record_result(request.node, result)
+    result = record_result(request.node, rknn.run(spec, version, backend))  # neither of them raises
+    add_sections(request.node, result, "setup")
     return result
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    record = getattr(item, RECORD_ATTRIBUTE, None)
-    if call.when == "call" and record is not None:
-        # An attribute of its own: pytest-xdist carries it to the controller, JUnit XML ignores it.
-        setattr(outcome.get_result(), RECORD_ATTRIBUTE, record)
+    # An attribute of its own: pytest-xdist carries it to the controller, JUnit XML ignores it.
+    attach_record(item, call, outcome.get_result())
 
 
-def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[RUNNER_KEY].close()
-    session.config.stash[RECORDS_KEY].finish(session.config, exitstatus)
+def pytest_sessionfinish(session):
+    records = session.config.stash[RECORDS_KEY]
+    records.attempt("board clean-up failed", session.config.stash[RUNNER_KEY].close)
+    records.finish(session)
 
 
 def pytest_terminal_summary(terminalreporter, config):
     records = config.stash[RECORDS_KEY]
-    if records.records:
+    summary = records.summary_lines()
+    if summary:
         terminalreporter.section("rknn summary")
-        for line in summary_table(records.records):
+        for line in summary:
             terminalreporter.write_line(line)
     for line in records.written:
         terminalreporter.write_line(f"pytest-rknn: {line}")
+    for trace in records.tracebacks:
+        terminalreporter.section(TRACEBACK_SECTION, sep="-")
+        terminalreporter.write_line(trace)

@@ -1,19 +1,23 @@
 """Collects every item's record (from pytest-xdist workers too) and, at the end of the session,
-writes the baseline, the JSON report and the HTML report, each file atomically, on the controller only."""
+writes the baseline, the JSON report and the HTML report, each file atomically, on the controller only.
+
+Nothing here raises at the end of a session: each output is written on its own, and one that cannot
+be written is one line in the terminal summary and a failed exit status, never a traceback."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 import pytest
 
 from .baseline import BaselineStore
 from .items import RECORD_ATTRIBUTE
+from .report import summary_table
 from .report_html import write_html_report
 from .report_json import report_document, write_json_report
-from .result import json_safe
+from .result import describe_exception, json_safe
 
 
 @dataclass
@@ -26,36 +30,77 @@ class OutputSettings:
 
 
 class SessionRecords:
-    """A plugin object: registered by pytest_configure, fed by every call report."""
+    """A plugin object: registered by pytest_configure, fed by every report that carries a record."""
 
     def __init__(self, settings: OutputSettings):
         self.settings = settings
-        self.records: List[dict] = []
+        self._by_node: Dict[str, dict] = {}  # the last record of each item (a rerun replaces it)
+        self._document: Optional[dict] = None
         self.written: List[str] = []  # lines for the terminal summary
+        self.tracebacks: List[str] = []  # of unexpected exceptions at the end of the session
+        self.failed = False  # an output could not be written
+
+    @property
+    def records(self) -> List[dict]:
+        return list(self._by_node.values())
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = getattr(report, RECORD_ATTRIBUTE, None)
-        if report.when == "call" and record is not None:
-            self.records.append(record)
+        if record is not None:
+            self._by_node[report.nodeid] = record
 
-    def finish(self, config: pytest.Config, exitstatus: int) -> None:
-        if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller writes
+    def attempt(self, failed: str, action: Callable[[], None]) -> bool:
+        """Run one end-of-session step; if it raises, one line (`failed`: the reason) and go on."""
+        try:
+            action()
+            return True
+        except OSError as exc:
+            self.written.append(f"{failed}: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            reason, trace = describe_exception(exc)
+            self.written.append(f"{failed}: {reason}")
+            self.tracebacks.append(trace)
+        return False
+
+    def finish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the controller writes
             return
         settings = self.settings
-        if settings.update_baseline:
-            if exitstatus == pytest.ExitCode.INTERRUPTED:
-                self.written.append("baseline NOT updated: the run was interrupted, the recorded one stays")
+        if settings.update_baseline and not self.attempt(
+                "baseline NOT updated", lambda: self._update_baseline(session.exitstatus)):
+            self.failed = True
+        for what, path, write in (("JSON report", settings.json_path, write_json_report),
+                                  ("HTML report", settings.html_path, write_html_report)):
+            if path is None:
+                continue
+            if self.attempt(f"{what} NOT written to {path}", lambda: write(path, self.document())):
+                self.written.append(f"{what}: {path}")
             else:
-                self.written += [f"baseline {line}" for line in settings.baseline.update(self.records)]
-        document = self.document()
-        if settings.json_path:
-            write_json_report(settings.json_path, document)
-            self.written.append(f"JSON report: {settings.json_path}")
-        if settings.html_path:
-            write_html_report(settings.html_path, document)
-            self.written.append(f"HTML report: {settings.html_path}")
+                self.failed = True
+        if self.failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # CI must not take a lost output for a success
+
+    def _update_baseline(self, exitstatus: int) -> None:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.written.append("baseline NOT updated: the run was interrupted, the recorded one stays")
+            return
+        store = self.settings.baseline
+        self.written += [f"baseline {line}" for line in store.update(self.records)]
+        self.failed = self.failed or bool(store.not_updated)
 
     def document(self) -> dict:
-        baseline = self.settings.baseline.directory if self.settings.baseline else None
-        return json_safe(report_document(self.records, self.settings.compare_to, baseline))
+        """The report document, built once for the JSON and the HTML report."""
+        if self._document is None:
+            baseline = self.settings.baseline.directory if self.settings.baseline else None
+            self._document = json_safe(report_document(self.records, self.settings.compare_to, baseline))
+        return self._document
+
+    def summary_lines(self) -> List[str]:
+        """The `rknn summary` table (empty without records)."""
+        try:
+            return summary_table(self.records) if self.records else []
+        except Exception as exc:
+            reason, trace = describe_exception(exc)
+            self.tracebacks.append(trace)
+            return [f"no summary table: {reason}"]

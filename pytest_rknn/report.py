@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .comparisons import worst_per_family
@@ -81,14 +82,35 @@ FAMILY_LABELS = {"cosine": "cos", "vs_sim_cosine": "vs-sim", "map50": "mAP50", "
                  "map": "mAP"}
 
 
+def spec_titles(records: List[Dict]) -> Dict[Tuple[str, str], str]:
+    """(spec, spec_file) -> how the reports name the spec: its name, and where two spec files
+    share a name, the name and the file."""
+    keys = {(str(r.get("spec") or "?"), str(r.get("spec_file") or "")) for r in records}
+    names = [name for name, _ in keys]
+    return {(name, file): f"{name} ({_shown(file)})" if names.count(name) > 1 and file else name
+            for name, file in keys}
+
+
+def _shown(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def spec_key(record: Dict) -> Tuple[str, str]:
+    return str(record.get("spec") or "?"), str(record.get("spec_file") or "")
+
+
 def summary_table(records: List[Dict]) -> List[str]:
     against = sorted({c["against"] for r in records for c in r.get("comparisons", [])}, key=lambda a: a != "baseline")
     header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "mAP@0.5"]
     header += [f"vs {a}" for a in against] + ["outcome", "class"]
     body = []
-    for r in sorted(records, key=lambda r: (r["spec"], r["version"], r["backend"] != "sim", r["backend"])):
+    titles = spec_titles(records)
+    for r in sorted(records, key=lambda r: (titles[spec_key(r)], r["version"], r["backend"] != "sim", r["backend"])):
         by_against = {c["against"]: c for c in r.get("comparisons", [])}
-        body.append([r["spec"], r["version"], r["backend"], _cosine_text(r["metrics"], "cosine."),
+        body.append([titles[spec_key(r)], r["version"], r["backend"], _cosine_text(r["metrics"], "cosine."),
                      _cosine_text(r["metrics"], "vs_sim_cosine."), _map50_text(r.get("detection")) or "-"]
                     + [comparison_text(by_against[a]) if a in by_against else "-" for a in against]
                     + [r["outcome"], r["class"] or "-"])

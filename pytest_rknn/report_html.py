@@ -16,11 +16,11 @@ from typing import Dict, List, Optional, Tuple
 from . import report_charts as charts
 from .atomic import write_atomic
 from .comparisons import worst_per_family
-from .report import FAMILY_LABELS, delta_text
+from .report import FAMILY_LABELS, delta_text, spec_key, spec_titles
 from .result import format_cosine
 
 CLASS_COLOURS = {"ACCURACY": "#d1412f", "BUILD": "#8e44ad", "CRASH": "#7b1c1c", "TIMEOUT": "#b35c00",
-                 "SPEC": "#2c6e91", "ENV": "#5f6b73"}
+                 "SPEC": "#2c6e91", "ENV": "#5f6b73", "INTERNAL": "#000000", "skipped": "#9aa0a6"}
 IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 
 
@@ -31,8 +31,9 @@ def write_html_report(path: Path, document: dict) -> None:
 def render(document: dict) -> str:
     items = [r for r in _list(document.get("items")) if isinstance(r, dict)]
     by_spec: Dict[str, List[dict]] = {}
+    titles = spec_titles(items)  # two spec files of the same name stay two sections
     for record in items:
-        by_spec.setdefault(str(record.get("spec") or "?"), []).append(record)
+        by_spec.setdefault(titles[spec_key(record)], []).append(record)
     for records in by_spec.values():
         records.sort(key=_item_order)
     specs = sorted(by_spec.items())
@@ -102,11 +103,13 @@ def _anchor(*parts) -> str:
 
 
 def _failed(record: dict) -> bool:
-    return record.get("outcome") != "passed"
+    return record.get("outcome") not in ("passed", "skipped")
 
 
 def _class_of(record: dict) -> str:
-    return str(record.get("class") or "FAILED") if _failed(record) else "passed"
+    if _failed(record):
+        return str(record.get("class") or "FAILED")
+    return "skipped" if record.get("outcome") == "skipped" else "passed"
 
 
 def _badge(text: str) -> str:
@@ -151,9 +154,12 @@ def _header(document: dict, items: List[dict]) -> str:
 
 def _totals(items: List[dict]) -> str:
     outcomes = Counter(_class_of(r) for r in items)
-    failed = sum(n for name, n in outcomes.items() if name != "passed")
-    classes = ", ".join(f"{_badge(name)} {n}" for name, n in sorted(outcomes.items()) if name != "passed")
+    failures = {name: n for name, n in sorted(outcomes.items()) if name not in ("passed", "skipped")}
+    failed = sum(failures.values())
+    classes = ", ".join(f"{_badge(name)} {n}" for name, n in failures.items())
     parts = [f"<b>{len(items)}</b> items", f'<b>{outcomes.get("passed", 0)}</b> passed']
+    if outcomes.get("skipped"):
+        parts.append(f'<b>{outcomes["skipped"]}</b> skipped')
     if failed:
         parts.append(f"<b>{failed}</b> failed: {classes}")
     return " · ".join(parts)
@@ -301,7 +307,7 @@ def _delta_line(name: str, delta: dict) -> str:
 
 def _outcome_cell(spec: str, record: dict) -> str:
     if not _failed(record):
-        return _badge("passed")
+        return _badge(_class_of(record))
     return f'{_badge("failed")} <a href="#{_anchor("fail", spec, _item_label(record))}">details</a>'
 
 
@@ -480,6 +486,8 @@ def _failure(spec: str, record: dict) -> str:
         parts.append(f'<p class="path">log: {_e(record["log"])}</p>')
     if record.get("log_tail"):
         parts.append(f'<pre class="log">{_e(record["log_tail"])}</pre>')
+    if record.get("traceback"):
+        parts.append(f'<p class="label">traceback</p><pre class="log">{_e(record["traceback"])}</pre>')
     return "".join(parts) + "</div>"
 
 

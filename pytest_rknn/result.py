@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import decimal
 import math
+import sysconfig
+import traceback as tb
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from .errors import ACCURACY
+from .errors import ACCURACY, INTERNAL, RknnError
+
+TRACEBACK_SECTION = "rknn traceback"
 
 
 @dataclass
@@ -83,6 +87,15 @@ class RunResult:
     fingerprint: Dict[str, object] = field(default_factory=dict)  # see README "Fingerprint"
     comparisons: List[dict] = field(default_factory=list)  # against the baseline and --rknn-compare-to
     thresholds: Dict[str, float] = field(default_factory=dict)  # cosine.OUTPUT: the spec's minimum
+    traceback: Optional[str] = None  # INTERNAL results: where the unexpected exception came from
+
+    def fail_with(self, exc: Exception) -> None:
+        """Fail the result for this exception: an RknnError's class and message, else INTERNAL."""
+        if isinstance(exc, RknnError):
+            self.failure_class, self.message, self.log_tail = exc.failure_class, exc.message, exc.log_tail
+        else:
+            self.failure_class = INTERNAL
+            self.message, self.traceback = describe_exception(exc)
 
     def add_failures(self, lines: List[str]) -> None:
         """Fail the result for these reasons too (an ACCURACY failure if it had passed)."""
@@ -128,6 +141,7 @@ class RunResult:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "log": str(self.log_path) if self.log_path else None,
             "log_tail": self.log_tail,
+            "traceback": self.traceback,
         }
 
     @property
@@ -142,3 +156,28 @@ class RunResult:
 
     def __getitem__(self, name: str) -> OutputMetrics:
         return self.output(name)
+
+
+_PACKAGE = Path(__file__).resolve().parent
+_LIBRARIES = {Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+
+
+def describe_exception(exc: BaseException) -> Tuple[str, str]:
+    """One line for an unexpected exception, saying whose code raised it, and its traceback.
+
+    The innermost frame that is neither the standard library nor an installed package decides:
+    pytest-rknn's own (an internal error) or yours (a hook implementation, a conftest)."""
+    text = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    trace = "".join(tb.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n")
+    for frame in reversed(tb.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if _PACKAGE in path.parents:
+            return (f"pytest-rknn internal error: {what} (at {path.relative_to(_PACKAGE.parent)}:{frame.lineno}) "
+                    f"— please report it, with the traceback from the '{TRACEBACK_SECTION}' section"), trace
+        if frame.filename.startswith("<") or any(library in path.parents for library in _LIBRARIES):
+            continue
+        return (f"{frame.name}() in {frame.filename}:{frame.lineno} raised {what} (code outside pytest-rknn, "
+                f"called by it; the traceback is in the '{TRACEBACK_SECTION}' section)"), trace
+    return (f"pytest-rknn internal error: {what} — please report it, with the traceback from the "
+            f"'{TRACEBACK_SECTION}' section"), trace

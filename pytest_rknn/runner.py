@@ -7,6 +7,7 @@ The reference runs once per spec (per distinct per-version spec), the worker onc
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from .checks import evaluate
 from .comparisons import Comparisons
 from .detection.check import DetectionSetup, Detections, detect, run_detection_check
 from .detection.check import setup as detection_setup
-from .errors import ACCURACY, BUILD, RknnError, SpecError
+from .early_checks import check_before_build
+from .errors import ACCURACY, BUILD, CRASH, TIMEOUT, RknnError, SpecError
 from .fingerprint import host_versions
 from .inputs import InputSet, prepare_inputs
 from .jobdir import read_outputs, write_job
@@ -29,13 +31,14 @@ from .metrics import compare_outputs
 from .onnx_model import ModelInfo, read_model_info
 from .reference import run_reference
 from .result import RunResult, format_cosine
-from .spec import PYTHON_SPEC, QuantizeSpec, Spec, load_spec, spec_from_dict
+from .spec import PYTHON_SPEC, QuantizeSpec, Spec, load_spec, spec_from_dict, spec_name
 from .toolkit.calibration import write_dataset
 from .toolkit import client
 from .toolkit.envs import Provisioner, ToolkitRequest
 
 SIM = "sim"
 BOARD = "board"
+BLAMED = (CRASH, TIMEOUT, BUILD, ACCURACY)  # board failures whose message says: the conversion or the runtime?
 
 
 @dataclass
@@ -72,9 +75,9 @@ class RknnRunner:
         self._work_root = work_root
         self.timeout = timeout
         self.toolkit_verbose = toolkit_verbose
-        self._prepared: Dict[Tuple[str, str], Union[Prepared, RknnError]] = {}
-        self._simulated: Dict[Tuple[str, str, str], Union[Executed, RknnError]] = {}
-        self._on_board: Dict[Tuple[str, str, str], Union[Executed, RknnError]] = {}
+        self._prepared: Dict[Tuple[str, str], Union[Prepared, _Failure]] = {}
+        self._simulated: Dict[Tuple[str, str, str], Union[Executed, _Failure]] = {}
+        self._on_board: Dict[Tuple[str, str, str], Union[Executed, _Failure]] = {}
         self._measured: Dict[Tuple[str, str, str, str], RunResult] = {}
 
     @property
@@ -99,14 +102,25 @@ class RknnRunner:
     # ------------------------------------------------------------ public
 
     def run(self, spec: Union[Spec, str, Path, dict], version: Optional[str] = None, backend: str = SIM) -> RunResult:
-        """Run one (spec, version, backend) and return its result; never raises for a failed item.
-        With a baseline or --rknn-compare-to, the result is also compared against those."""
-        spec = _as_spec(spec)
+        """Run one (spec, version, backend) and return its result. With a baseline or --rknn-compare-to,
+        the result is also compared against those. Never raises: whatever goes wrong, a bug of ours
+        included, is the result's class and message."""
         version = version or self.versions[0]
+        try:
+            spec = _as_spec(spec)
+        except Exception as exc:
+            result = RunResult(spec=spec_label(spec), version=version, backend=backend, spec_path=_path_of(spec))
+            result.fail_with(exc)
+            return result
         result = self.measure(spec, version, backend)
         if self.comparisons is not None and result.metrics():
-            self.comparisons.apply(spec.for_version(version), result,
-                                   lambda other: self.measure(spec, other, backend))
+            try:
+                self.comparisons.apply(spec.for_version(version), result,
+                                       lambda other: self.measure(spec, other, backend))
+                if self.comparisons.updating_baseline:  # a file that cannot be read is not overwritten
+                    self.comparisons.baseline.check_readable(result.spec, result.spec_path)
+            except Exception as exc:
+                result.fail_with(exc)
         return result
 
     def measure(self, spec: Union[Spec, str, Path, dict], version: str, backend: str = SIM) -> RunResult:
@@ -121,6 +135,7 @@ class RknnRunner:
         result = RunResult(spec=spec.name, version=version, backend=backend,
                            spec_path=spec.path if spec.path != PYTHON_SPEC else None)
         result.fingerprint["host"] = host_versions()
+        simulator_verdict = None  # board items: the sim item's own result, once the board is reached
         try:
             spec_v = spec.for_version(version)
             result.fingerprint["config_hash"] = spec_v.metrics_config_hash()
@@ -135,7 +150,7 @@ class RknnRunner:
             result.fingerprint.update(rknn_sha256=result.rknn_sha256, toolkit_version=result.toolkit_version,
                                       toolkit_env=simulated.result.get("env", {}))
             result.timings.update(simulated.result["timings"])
-            executed, simulator_verdict = simulated, None
+            executed = simulated
             if backend == BOARD:
                 simulator_verdict = self.measure(spec, version, SIM)  # cached: the sim item's own result
                 executed = self.run_on_board(spec_v, prepared, simulated, version)
@@ -144,11 +159,11 @@ class RknnRunner:
                 result.warnings += executed.result.get("warnings", [])
                 result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
             result.log_path = executed.job_dir / "log.txt"
-            self._judge(result, spec_v, prepared, executed, simulated, simulator_verdict)
-        except RknnError as exc:
-            result.failure_class = exc.failure_class
-            result.message = exc.message
-            result.log_tail = exc.log_tail
+            self._judge(result, spec_v, prepared, executed, simulated)
+        except Exception as exc:  # an RknnError, or a bug (INTERNAL, with its traceback)
+            result.fail_with(exc)
+        if simulator_verdict is not None and result.failure_class in BLAMED:
+            result.message += "; " + _blame(simulator_verdict, result)
         return result
 
     # ------------------------------------------------------------ stages
@@ -167,6 +182,7 @@ class RknnRunner:
             raise SpecError(spec.path, "model", f"{spec.model_path.name} is not a readable ONNX model: "
                                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                             "point `model:` at an .onnx file") from None
+        check_before_build(spec, model, self.versions, self.comparisons and self.comparisons.compare_to)
         inputs = prepare_inputs(spec, model)
         reference = run_reference(spec, model, inputs)
         detection = None
@@ -184,7 +200,7 @@ class RknnRunner:
     def _simulate(self, spec: Spec, prepared: Prepared, version: str) -> Executed:
         request = self.toolkits.get(version) or ToolkitRequest(version)
         python = self.provisioner.python_for(request)
-        job_dir = self.work_root / f"{spec.name}-{spec.config_hash()[:8]}" / version
+        job_dir = self.work_root / _job_folder(spec) / version
         job_dir.mkdir(parents=True, exist_ok=True)
         job = {
             "model": str(spec.model_path),
@@ -223,9 +239,9 @@ class RknnRunner:
         return Executed(job_dir, result, outputs, read_log(job_dir))
 
     def _judge(self, result: RunResult, spec: Spec, prepared: Prepared, executed: Executed,
-               simulated: Executed, simulator_verdict: Optional[RunResult] = None) -> None:
+               simulated: Executed) -> None:
         """Metrics and checks of `executed` against onnxruntime; for a board item, also against
-        the simulator, and whose fault a failure is (`simulator_verdict`: the sim item's result)."""
+        the simulator."""
         names = [t.name for t in prepared.model.outputs]
         labels = prepared.inputs.labels
         result.outputs = compare_outputs(names, prepared.reference, executed.outputs, labels)
@@ -252,17 +268,36 @@ class RknnRunner:
         if result.failures:
             result.failure_class = ACCURACY
             result.message = result.failures[0]
-            if simulator_verdict is not None:
-                result.message += "; " + _blame(simulator_verdict, result)
 
 
 def _blame(simulator_verdict: RunResult, result: RunResult) -> str:
-    """Say whether the conversion or the board runtime broke it: the simulator item's own verdict
-    (cosine and detection checks alike) decides."""
+    """Say whether the conversion or the board runtime broke a board item: the simulator item's own
+    verdict (cosine and detection checks alike) decides."""
     board_vs_sim = ", ".join(f"{m.name} {format_cosine(m.vs_sim_cosine)}" for m in result.outputs)
+    measured = any(m.vs_sim_cosine is not None for m in result.outputs)  # not when the board gave no outputs
+    cosines = f" (board vs simulator cosine: {board_vs_sim})" if measured else ""
     if not simulator_verdict.passed:
-        return f"the simulator fails too, so the conversion broke it (board vs simulator cosine: {board_vs_sim})"
-    return f"the simulator passes, so the board runtime broke it (board vs simulator cosine: {board_vs_sim})"
+        return f"the simulator fails too, so the conversion broke it{cosines}"
+    return f"the simulator passes, so the board runtime broke it{cosines}"
+
+
+def _job_folder(spec: Spec) -> str:
+    """`NAME-HASH`: readable, and two specs of the same name in different folders never share one."""
+    key = f"{spec.path}\0{spec.config_hash()}".encode()
+    return f"{spec.name}-{hashlib.sha256(key).hexdigest()[:8]}"
+
+
+def spec_label(spec) -> str:
+    """The name of a spec given as a path or a dict, even one that cannot be read."""
+    if isinstance(spec, Spec):
+        return spec.name
+    if isinstance(spec, (str, Path)):
+        return spec_name(Path(spec))
+    return Path(str(spec.get("model", "spec"))).stem if isinstance(spec, dict) else "spec"
+
+
+def _path_of(spec) -> Optional[Path]:
+    return Path(spec).resolve() if isinstance(spec, (str, Path)) else None
 
 
 def _as_spec(spec: Union[Spec, str, Path, dict]) -> Spec:
@@ -273,15 +308,22 @@ def _as_spec(spec: Union[Spec, str, Path, dict]) -> Spec:
     return load_spec(spec)
 
 
+class _Failure:
+    """A cached exception, raised again with the traceback it first had."""
+
+    def __init__(self, exc: Exception):
+        self.exc, self.traceback = exc, exc.__traceback__
+
+
 def _cached_call(fn):
-    """Call fn; cache an RknnError too, so a spec that fails fails every item fast and the same way."""
+    """Call fn; cache a failure too, so a spec that fails fails every item fast and the same way."""
     try:
         return fn()
-    except RknnError as exc:
-        return exc
+    except Exception as exc:
+        return _Failure(exc)
 
 
 def _unwrap(value):
-    if isinstance(value, RknnError):
-        raise value
+    if isinstance(value, _Failure):
+        raise value.exc.with_traceback(value.traceback)
     return value

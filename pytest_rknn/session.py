@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from typing import List
 
 import pytest
 
 from .baseline import BaselineStore
-from .board.connection import SshSettings, parse_board_option
+from .board.connection import SshSettings, insecure_warning, parse_board_option
 from .board.session import BoardPool, BoardSession
 from .comparisons import Comparisons
-from .errors import RknnError
-from .options import cache_dir, get_option, get_path_option
+from .errors import RknnError, RknnWarning
+from .options import cache_dir, get_file_option, get_option, get_path_option
 from .recording import OutputSettings
 from .runner import RknnRunner
 from .toolkit.envs import Provisioner, ToolkitRequest, parse_toolkit_option
@@ -49,8 +51,8 @@ def build_outputs(config: pytest.Config, versions: List[str]) -> OutputSettings:
         raise pytest.UsageError(f"--rknn-compare-to={compare_to} is the only version tested, so there is nothing to "
                                 f"compare; test the new version too, e.g. --rknn-toolkit={compare_to},NEW")
     baseline = BaselineStore(directory, config.rootpath) if directory is not None else None
-    return OutputSettings(baseline, update, compare_to or None, get_path_option(config, "--rknn-json"),
-                          get_path_option(config, "--rknn-html"))
+    return OutputSettings(baseline, update, compare_to, get_file_option(config, "--rknn-json"),
+                          get_file_option(config, "--rknn-html"))
 
 
 def build_runner(config: pytest.Config, outputs: OutputSettings) -> RknnRunner:
@@ -72,9 +74,20 @@ def build_runner(config: pytest.Config, outputs: OutputSettings) -> RknnRunner:
 
 def parse_toolkits(config: pytest.Config) -> List[ToolkitRequest]:
     try:
-        return parse_toolkit_option(str(get_option(config, "--rknn-toolkit")))
+        requests = parse_toolkit_option(str(get_option(config, "--rknn-toolkit")))
     except RknnError as exc:
         raise pytest.UsageError(exc.message) from None
+    for request in requests:
+        if request.python and not _is_program(request.python):
+            raise pytest.UsageError(f"--rknn-toolkit={request.version}={request.python}: no executable Python there "
+                                    f"(give the python of an environment that has rknn-toolkit2 {request.version}, "
+                                    f"or write {request.version} alone to let pytest-rknn provision one)")
+    return requests
+
+
+def _is_program(command: str) -> bool:
+    """A path to an executable, or a command found on PATH."""
+    return shutil.which(os.path.expanduser(command)) is not None
 
 
 def build_board_pool(config: pytest.Config) -> BoardPool:
@@ -86,6 +99,8 @@ def build_board_pool(config: pytest.Config) -> BoardPool:
     settings = SshSettings(user=get_option(config, "--rknn-board-user"), key_path=get_option(config, "--rknn-ssh-key"),
                            insecure=get_option(config, "--rknn-board-insecure"),
                            connect_timeout=get_option(config, "--rknn-board-connect-timeout"))
+    if settings.insecure and addresses and not hasattr(config, "workerinput"):  # once, not again per xdist worker
+        config.issue_config_time_warning(RknnWarning(insecure_warning(addresses)), stacklevel=2)
 
     # Read now, so a bad value is a usage error before any item runs, not a failure inside each one.
     python, workdir = get_option(config, "--rknn-board-python"), get_option(config, "--rknn-board-workdir")

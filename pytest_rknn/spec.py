@@ -18,9 +18,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import SpecError
+from .toolkit.envs import KNOWN_VERSIONS, is_version
 
 SPEC_SUFFIX = ".rknn.yaml"
 DEFAULT_TARGET = "rk3588"
+# What rknn.config(target_platform=...) accepts, in any case (checked against rknn-toolkit2 2.3.2 and
+# 2.5.0; rv1109/rv1126/rk1808/rk3399pro belong to the older rknn-toolkit and are refused).
+TARGETS = ("rk2118", "rk3562", "rk3566", "rk3568", "rk3576", "rk3588", "rk3588s",
+           "rv1103", "rv1103b", "rv1106", "rv1106b", "rv1126b")
+OP_TARGETS = ("npu", "cpu", "gpu", "auto")  # rknn.config's op_target values, in any case
+QUANTIZED_DTYPES = ("w8a8", "w8a16", "w16a16i", "w16a16i_dfp", "w4a16")  # 2.3.2 and 2.5.0 together
+# rknn.config keys that only an int8 build uses: on a float build they would silently do nothing.
+QUANTIZE_ONLY = ("quantized_dtype", "quantized_algorithm", "quantized_method", "quantized_hybrid_level",
+                 "quant_img_RGB2BGR", "auto_hybrid_cos_thresh", "auto_hybrid_euc_thresh")
 DTYPES = ("uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bool")
 Dtype = Literal["uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "bool"]
 Layout = Literal["nchw", "nhwc"]
@@ -103,8 +113,9 @@ class ConvertSpec(BaseModel):
     mean_values: Optional[List[List[float]]] = None
     std_values: Optional[List[List[float]]] = None
     quantize: Union[bool, QuantizeSpec] = False
-    quantized_algorithm: Optional[Literal["normal", "mmse", "kl_divergence"]] = None
-    quantized_method: Optional[Literal["channel", "layer"]] = None
+    quantized_dtype: Optional[Literal[QUANTIZED_DTYPES]] = None
+    quantized_algorithm: Optional[Literal["normal", "mmse", "kl_divergence", "gdq"]] = None
+    quantized_method: Optional[str] = None  # channel, layer, or group32 ... group256 (2.3.2 and later)
     optimization_level: Optional[int] = Field(None, ge=0, le=3)
     op_target: Optional[Dict[str, str]] = None
     dynamic_input: Optional[List[List[List[int]]]] = None
@@ -115,6 +126,14 @@ class ConvertSpec(BaseModel):
         # `[0, 0, 0]` is the common single-input shorthand for `[[0, 0, 0]]`.
         if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
             return [value]
+        return value
+
+    @field_validator("quantized_method")
+    @classmethod
+    def _known_method(cls, value):
+        groups = [f"group{size}" for size in range(32, 257, 32)]
+        if value is not None and value not in ("channel", "layer", *groups):
+            raise ValueError("should be 'channel', 'layer' or 'groupN' with N a multiple of 32 from 32 to 256")
         return value
 
     def config_kwargs(self) -> Dict[str, Any]:
@@ -160,12 +179,23 @@ class YoloV5Check(_Strict):
     overlays: int = Field(3, ge=0)  # pictures of the worst images
 
 
+class VsSimCosineCheck(_Strict):
+    """Board items: the board's outputs against the simulator's, which run the same arithmetic
+    (a healthy board agrees to 0.99995 or better). A board with noise at 5% of an output's spread
+    scores 0.9985-0.9995, which the conversion's looser `cosine` gate lets through."""
+
+    min: float = Field(0.9999, ge=-1.0, le=1.0)
+    outputs: Dict[str, float] = {}
+
+
 class ChecksSpec(_Strict):
     cosine: CosineCheck = CosineCheck()
+    vs_sim_cosine: Optional[VsSimCosineCheck] = VsSimCosineCheck()  # null: not checked
     max_abs: Optional[MaxAbsCheck] = None
     yolov5: Optional[YoloV5Check] = None
 
     _cos = field_validator("cosine", mode="before")(_threshold_shorthand("min"))
+    _vs_sim = field_validator("vs_sim_cosine", mode="before")(_threshold_shorthand("min"))
     _abs = field_validator("max_abs", mode="before")(_threshold_shorthand("max"))
 
 
@@ -220,16 +250,8 @@ class SpecModel(_Strict):
     reference: ReferenceSpec = ReferenceSpec()
     gate: UpgradeGate = UpgradeGate()
     baseline_gate: BaselineGate = BaselineGate()
-    timeout: Optional[float] = Field(None, gt=0)
+    timeout: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     versions: Dict[str, Dict[str, Any]] = {}
-
-    @field_validator("versions", mode="before")
-    @classmethod
-    def _version_keys_are_strings(cls, value):
-        # YAML reads `2.5: {...}` as a float; users mean the version string.
-        if isinstance(value, dict):
-            return {str(k): v for k, v in value.items()}
-        return value
 
 
 # ---------------------------------------------------------------- the loaded spec
@@ -325,6 +347,7 @@ def spec_from_dict(data, path=None, base_dir=None, name=None) -> Spec:
         name = spec_name(path) if path != PYTHON_SPEC else Path(str(data.get("model", "spec"))).stem
     if not isinstance(data, dict):
         raise SpecError(path, "", "the spec must be a mapping with at least a `model:` key", "see the README's spec reference")
+    _check_version_keys(path, data.get("versions"))
     spec = _build(data, path, Path(base_dir).resolve(), name, where="")
     for version, overrides in spec.raw.get("versions", {}).items():
         if not isinstance(overrides, dict):
@@ -342,6 +365,11 @@ def _build(data: Dict[str, Any], path: Path, base_dir: Path, name: str, where: s
     for input_name, raw in model.inputs.items():
         inputs[input_name] = _input_source(path, input_name, raw, where)
     _check_quantize(path, model.convert, where)
+    _check_quantize_only_keys(path, model.convert, where)
+    _check_std_values(path, model.convert, where)
+    _check_op_target_values(path, model.convert, where)
+    _check_target(path, model.target, where)
+    _check_target_not_in_convert(path, model.convert, where)
     model_path = (base_dir / model.model).resolve()
     if not model_path.is_file():
         raise SpecError(path, f"{where}model", f"model file not found: {model_path}",
@@ -372,15 +400,85 @@ def _input_source(path: Path, input_name: str, raw: Dict[str, Any], where: str) 
                         "for example `{random: [0, 1]}` or `{images: 'val/*.jpg'}`")
     cls = INPUT_KINDS[kinds[0]]
     try:
-        return cls.model_validate(raw)
+        source = cls.model_validate(raw)
     except ValidationError as exc:
         raise _spec_error(path, exc, cls, field_name + ".") from None
+    if isinstance(source, ImageInput):
+        _check_image_sizing(path, field_name, source)
+    return source
+
+
+def _check_image_sizing(path: Path, field_name: str, source: ImageInput) -> None:
+    if source.size is not None and source.letterbox is not None:
+        raise SpecError(path, f"{field_name}.size", "`size` (stretch) and `letterbox` (keep the aspect ratio) "
+                                                    "cannot both be given", "keep the one you mean")
+    if "pad" in source.model_fields_set and source.letterbox is None:
+        raise SpecError(path, f"{field_name}.pad", "only a letterbox is padded, and this input has no `letterbox`",
+                        "add `letterbox: N`, or remove `pad`")
 
 
 def _check_quantize(path: Path, convert: ConvertSpec, where: str) -> None:
     if convert.quantize is True:
         raise SpecError(path, f"{where}convert.quantize", "an int8 build needs a calibration dataset",
                         "write `quantize: {dataset: 'calib/*.png'}`, or `quantize: false` for a float build")
+
+
+def _check_quantize_only_keys(path: Path, convert: ConvertSpec, where: str) -> None:
+    if isinstance(convert.quantize, QuantizeSpec):
+        return
+    given = convert.config_kwargs()
+    for key in QUANTIZE_ONLY:
+        if given.get(key) is not None:
+            raise SpecError(path, f"{where}convert.{key}", "applies only to an int8 build, and this spec builds a "
+                                                           "float model, so it would do nothing",
+                            "add `quantize: {dataset: 'calib/*.png'}`, or remove the key")
+
+
+def _check_std_values(path: Path, convert: ConvertSpec, where: str) -> None:
+    for index, values in enumerate(convert.std_values or []):
+        if 0 in values:
+            raise SpecError(path, f"{where}convert.std_values[{index}]",
+                            f"channel {values.index(0)} is 0, and the NPU divides its input by it ((x - mean) / std)",
+                            "use 1 for a channel that needs no scaling")
+
+
+def _check_op_target_values(path: Path, convert: ConvertSpec, where: str) -> None:
+    for tensor, target in (convert.op_target or {}).items():
+        if target.lower() not in OP_TARGETS:
+            raise SpecError(path, f"{where}convert.op_target.{tensor}", f"'{target}' is not a place to run an op",
+                            f"use one of {', '.join(OP_TARGETS)}")
+
+
+def _check_target(path: Path, target: str, where: str) -> None:
+    if target.lower() not in TARGETS:
+        close = difflib.get_close_matches(target.lower(), TARGETS, n=1)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        raise SpecError(path, f"{where}target", f"'{target}' is not a platform rknn-toolkit2 builds for",
+                        f"{hint}known targets: {', '.join(TARGETS)}")
+
+
+def _check_target_not_in_convert(path: Path, convert: ConvertSpec, where: str) -> None:
+    """The worker passes `target:` to rknn.config as target_platform; a second one would clash."""
+    platform = convert.config_kwargs().get("target_platform")
+    if platform is not None:
+        raise SpecError(path, f"{where}convert.target_platform", "the platform is the spec's `target:`",
+                        f"write `target: {platform}` at the top level and remove it from `convert`")
+
+
+def _check_version_keys(path: Path, versions) -> None:
+    """`versions:` keys are toolkit versions as strings, e.g. "2.5.0". YAML reads `2.5:` as a number,
+    which would name no version and so override nothing."""
+    if not isinstance(versions, dict):
+        return  # the schema says what is wrong
+    for key in versions:
+        if isinstance(key, str) and is_version(key):
+            continue
+        close = [v for v in KNOWN_VERSIONS if v.startswith(f"{key}.")] or difflib.get_close_matches(
+            str(key), KNOWN_VERSIONS, n=1)
+        number = " (YAML reads it as a number)" if not isinstance(key, str) else ""
+        raise SpecError(path, f"versions.{key}", f"{key!r} is not a toolkit version like \"2.5.0\"{number}, so "
+                                                 f"these overrides would apply to no version",
+                        f'write "{close[-1]}", in quotes' if close else 'write the full version in quotes, e.g. "2.5.0"')
 
 
 def _spec_error(path: Path, exc: ValidationError, model_cls, prefix: str) -> SpecError:

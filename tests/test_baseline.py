@@ -76,6 +76,41 @@ def test_a_broken_baseline_file_is_a_spec_error_naming_it(tmp_path):
     assert "cnn.json" in excinfo.value.message and "--rknn-baseline-update" in excinfo.value.message
 
 
+def test_a_corrupt_baseline_fails_its_spec_with_the_file_and_the_fix_however_it_is_broken(workdir, monkeypatch):
+    tmp_path = workdir
+    monkeypatch.chdir(tmp_path)
+    spec = spec_from_dict({"model": "cnn.onnx"}, base_dir=tmp_path)
+    store = BaselineStore(tmp_path / "bl", rootdir=tmp_path)
+    (tmp_path / "bl").mkdir()
+    for text, problem in (('<<<<<<< HEAD\n{"format": 1}\n', "Expecting value: line 1 column 1 (char 0)"),
+                          ('{"entries": {"2.5.0-sim": 0.99}}', "entry '2.5.0-sim' is not an object with a `metrics` "
+                                                               "object"),
+                          (b"\xff\xfe", "cannot be read")):
+        (tmp_path / "bl" / "cnn.json").write_bytes(text.encode() if isinstance(text, str) else text)
+        result = _result("2.5.0", 0.9995)
+        Comparisons(store, None, ["2.5.0"]).apply(spec, result, lambda version: pytest.fail("not compared"))
+        assert result.failure_class == "SPEC", result.message
+        assert result.message.startswith("baseline bl/cnn.json: ") and problem in result.message
+        assert result.message.endswith("; fix it, or delete it and re-record with --rknn-baseline-update")
+
+
+def test_an_update_leaves_a_file_it_cannot_read_as_it_is_and_writes_the_others(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = BaselineStore(tmp_path / "bl", rootdir=tmp_path)
+    (tmp_path / "bl").mkdir()
+    conflict = '<<<<<<< HEAD\n{"format": 1}\n=======\n{"format": 1}\n>>>>>>> theirs\n'
+    (tmp_path / "bl" / "a.json").write_text(conflict)
+    lines = store.update([record(spec="a"), record(spec="b")])
+    assert lines == ["bl/a.json: NOT updated: not a pytest-rknn baseline (Expecting value: line 1 column 1 (char 0)); "
+                     "fix it, or delete it and re-record with --rknn-baseline-update",
+                     "bl/b.json: created (2.5.0-sim)"]
+    assert store.not_updated == [tmp_path / "bl" / "a.json"]
+    assert (tmp_path / "bl" / "a.json").read_text() == conflict  # the other side's entries are not lost
+    with pytest.raises(RknnError, match=r"^\[SPEC\] baseline bl/a\.json: not a pytest-rknn baseline"):
+        store.check_readable("a", None)  # what fails the spec's items while the session runs
+    store.check_readable("b", None)
+
+
 def test_a_write_is_atomic_the_target_holds_the_old_bytes_until_one_rename_of_a_synced_complete_file(
         tmp_path, monkeypatch):
     path = tmp_path / "cnn.json"

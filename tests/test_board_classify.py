@@ -36,6 +36,87 @@ SUBMIT_FAILED = [
 ]
 
 
+# What the real rknn-toolkit-lite2 2.5.0 wheel logs from init_runtime() on the arm64 test board
+# (tests/board/README.md), one log per missing piece, as the runner's log.txt holds it. Only the
+# rootfs prefix of the wheel's path is shortened. The two `E RKNN:` lines of NO_DRIVER come from
+# the stand-in librknnrt.so, which prints what the real librknnrt 2.x prints (public board logs).
+_LITE = "/usr/lib/python3/dist-packages/rknnlite/api/rknn_lite.py"
+_NEW_RUNTIME = [
+    "E Catch exception when init runtime!",
+    "E Traceback (most recent call last):",
+    f'  File "{_LITE}", line 168, in init_runtime',
+    "    self.rknn_runtime = RKNNRuntime(root_dir=self.root_dir, target=target, device_id=device_id,",
+    "                        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^",
+]
+_STEPS = ["[pytest-rknn] step: sha256", "[pytest-rknn] step: import", "W rknn-toolkit-lite2 version: 2.5.0",
+          "[pytest-rknn] step: load_rknn", "[pytest-rknn] step: init_runtime"]
+NO_DRIVER = _STEPS + [
+    "E RKNN: [14:03:38.511] failed to open rknpu module, need to insmod rknpu dirver!",
+    "E RKNN: [14:03:38.511] failed to open rknn device!",
+    "E Catch exception when init runtime!",
+    "E Traceback (most recent call last):",
+    f'  File "{_LITE}", line 177, in init_runtime',
+    "    self.rknn_runtime.build_graph(self.rknn_data, self.load_model_in_npu, self.rknn_user_key)",
+    '  File "rknnlite/api/rknn_runtime.py", line 965, in rknnlite.api.rknn_runtime.RKNNRuntime.build_graph',
+    "Exception: RKNN init failed. error code: RKNN_ERR_FAIL",
+]
+NO_LIBRKNNRT = _STEPS + [
+    "W **************************************************",
+    "W !!! It is detected that /usr/lib/librknnrt.so is missing in the container.",
+    "W !!! Please put it into /usr/lib/ directory.",
+    "W !!! Or add the following parameters when running the container to map librknnrt.so in the host to the "
+    "container.",
+    "W ```",
+    "W     -v /usr/lib/librknnrt.so:/usr/lib/librknnrt.so",
+    "W ```",
+    "W **************************************************",
+] + _NEW_RUNTIME + [
+    '  File "rknnlite/api/rknn_runtime.py", line 382, in rknnlite.api.rknn_runtime.RKNNRuntime.__init__',
+    '  File "rknnlite/api/rknn_runtime.py", line 632, in rknnlite.api.rknn_runtime.RKNNRuntime._load_library',
+    '  File "rknnlite/api/rknn_runtime.py", line 608, in '
+    'rknnlite.api.rknn_runtime.RKNNRuntime._get_rknn_api_lib_path',
+    "Exception: Can not find dynamic library on RK3588!",
+    "Please download the librknnrt.so from https://github.com/airockchip/rknn-toolkit2/tree/master/rknpu2/runtime/"
+    "Linux/librknn_api/aarch64 and move it to directory /usr/lib/",
+]
+NO_ROCKCHIP_DEVICE_TREE = _STEPS + _NEW_RUNTIME + [
+    '  File "rknnlite/api/rknn_runtime.py", line 372, in rknnlite.api.rknn_runtime.RKNNRuntime.__init__',
+    '  File "rknnlite/api/rknn_runtime.py", line 490, in rknnlite.api.rknn_runtime.RKNNRuntime._get_target_soc',
+    "Exception: Please specify the target in init_runtime!",
+]
+CONTAINER_WITHOUT_DEVICES = _STEPS + [
+    "**************************************************",
+    "!!! It is detected that some necessary files are missing in the container.",
+    "!!! When starting the container, please use the -v parameter to map the corresponding files in the host to "
+    "the container.",
+    "The reference parameters of run container are as follows:",
+    "    -v /dev/dri/renderD129:/dev/dri/renderD129",
+    "    -v /proc/device-tree/compatible:/proc/device-tree/compatible",
+    "**************************************************",
+] + _NEW_RUNTIME + [
+    '  File "rknnlite/api/rknn_runtime.py", line 368, in rknnlite.api.rknn_runtime.RKNNRuntime.__init__',
+    '  File "rknnlite/api/rknn_runtime.py", line 419, in rknnlite.api.rknn_runtime.RKNNRuntime._check_container',
+    "RuntimeError",
+]
+# init_runtime(target="rk3588") on the board itself (the same wheel under qemu).
+UNSUPPORTED_PLATFORM = _STEPS + _NEW_RUNTIME + [
+    '  File "rknnlite/api/rknn_runtime.py", line 382, in rknnlite.api.rknn_runtime.RKNNRuntime.__init__',
+    '  File "rknnlite/api/rknn_runtime.py", line 632, in rknnlite.api.rknn_runtime.RKNNRuntime._load_library',
+    '  File "rknnlite/api/rknn_runtime.py", line 627, in '
+    'rknnlite.api.rknn_runtime.RKNNRuntime._get_rknn_api_lib_path',
+    "Exception: Unsupported run platform: Linux aarch64",
+]
+# librknnrt 1.1.0 without the driver aborts the process (public board log).
+OLD_RUNTIME_ABORTS_WITHOUT_DRIVER = [
+    "W rknn-toolkit-lite2 version: 2.2.0",
+    "I RKNN: [08:21:53.965] RKNN Runtime Information: librknnrt version: 1.1.0 (8a9d6f66@2021-08-19T15:09:11)",
+    "E RKNN: [08:21:53.967] failed to open rknpu module, need to insmod rknpu dirver!",
+    "E RKNN: [08:21:53.967] failed to open rknn device!",
+]
+INIT_FAILED = {"status": "RUNTIME", "step": "init_runtime", "returncode": -1}
+STANDIN_RUNTIME = "2.3.2 (429f97ae6b@2025-04-09T09:09:27)"  # what the stand-in librknnrt.so claims to be
+
+
 def session(librknnrt="2.5.0 (0000000000@2026-01-01T00:00:00)"):
     board = BoardSession(BoardAddress("10.0.0.7"), SshSettings())
     board.info = BoardInfo(address="10.0.0.7", librknnrt=librknnrt)
@@ -118,3 +199,80 @@ def test_the_preflight_reads_versions_in_the_formats_boards_have(tmp_path, monke
     monkeypatch.setattr(runner, "DEVICE_TREE", str(tree))
     assert runner.soc() == {"soc": "rk3588", "compatible": ["radxa,rock-5b", "rockchip,rk3588"],
                             "model": "Radxa ROCK 5B"}
+
+
+@pytest.mark.parametrize("lines, said, fix", [
+    (NO_DRIVER, "E RKNN: failed to open rknpu module, need to insmod rknpu dirver!",
+     "load the rknpu driver (`dmesg | grep -i rknpu`) or use a board image that has it"),
+    (NO_LIBRKNNRT, "Exception: Can not find dynamic library on RK3588!",
+     "install librknnrt.so to /usr/lib from Rockchip's rknpu2 runtime"),
+    (NO_ROCKCHIP_DEVICE_TREE, "Exception: Please specify the target in init_runtime!",
+     "run on the board itself, not in a chroot or container without the board's /proc/device-tree"),
+    (CONTAINER_WITHOUT_DEVICES, "!!! It is detected that some necessary files are missing in the container.",
+     "-v /dev/dri/renderD129:/dev/dri/renderD129 -v /proc/device-tree/compatible:/proc/device-tree/compatible"),
+    (UNSUPPORTED_PLATFORM, "Exception: Unsupported run platform: Linux aarch64",
+     "only on the board's own Linux (aarch64 or armv7l), with init_runtime() given no target"),
+], ids=["driver", "librknnrt", "device-tree", "container", "platform"])
+def test_a_board_that_cannot_run_any_model_is_env_with_the_runtimes_line_and_the_fix(lines, said, fix):
+    with pytest.raises(RknnError) as info:
+        classify(session(), INIT_FAILED, lines)
+    assert info.value.failure_class == ENV
+    assert info.value.message.startswith(f"board 10.0.0.7: RKNNLite.init_runtime() returned -1: {said} (")
+    assert fix in info.value.message and "older" not in info.value.message
+
+
+def test_the_version_comparison_is_a_hint_added_to_the_runtimes_line_never_a_replacement():
+    with pytest.raises(RknnError) as info:
+        classify(session(STANDIN_RUNTIME), INIT_FAILED, NO_DRIVER)
+    message = info.value.message
+    assert info.value.failure_class == ENV
+    assert message.startswith("board 10.0.0.7: RKNNLite.init_runtime() returned -1: E RKNN: failed to open rknpu "
+                              "module, need to insmod rknpu dirver! (the NPU driver is not loaded")
+    assert message.endswith(f"; librknnrt {STANDIN_RUNTIME} on the board is older than rknn-toolkit2 2.5.0 that "
+                            f"built the model")
+    assert "update the board runtime" not in message
+    # An init_runtime failure the runtime does not explain: its own lines, and the versions as a hint.
+    with pytest.raises(RknnError) as info:
+        classify(session(STANDIN_RUNTIME), INIT_FAILED, ["E RKNN: [10:11:12.121] rknn_init, load model failed!"])
+    assert (info.value.failure_class, info.value.message) == (BUILD, (
+        f"board 10.0.0.7: RKNNLite.init_runtime() returned -1: E RKNN: rknn_init, load model failed!; librknnrt "
+        f"{STANDIN_RUNTIME} on the board is older than rknn-toolkit2 2.5.0 that built the model"))
+
+
+def test_an_unknown_runtime_version_is_never_printed_as_none():
+    for lines in (NO_DRIVER, MODEL_TOO_NEW_FOR_1X_RUNTIME, ["E RKNN: [10:11:12.121] rknn_init, load model failed!"]):
+        with pytest.raises(RknnError) as info:
+            classify(session(None), INIT_FAILED, lines)
+        assert "None" not in info.value.message, info.value.message
+    with pytest.raises(RknnError) as info:
+        classify(session(None), INIT_FAILED, MODEL_TOO_NEW_FOR_1X_RUNTIME)
+    assert info.value.message.startswith("board 10.0.0.7: the board's librknnrt is older than rknn-toolkit2 2.5.0")
+
+
+def test_a_traceback_gives_the_exceptions_last_line_as_the_reason():
+    # The runner itself raised (no result.json): the reason is the exception, not the traceback's first line.
+    lines = ["[pytest-rknn] step: inference", "Traceback (most recent call last):",
+             '  File "/tmp/pytest-rknn.x/runner.py", line 201, in job',
+             "    arrays = [data[f's{s}_i{i}'] for i in ...]",
+             "KeyError: 's0_i1 is not a file in the archive'"]
+    with pytest.raises(RknnError) as info:
+        classify(session(), {"status": "ERROR", "step": "inference", "returncode": 1}, lines)
+    assert (info.value.failure_class, info.value.message) == (BUILD, (
+        "board 10.0.0.7: the runner failed during inference: KeyError: 's0_i1 is not a file in the archive'"))
+    # init_runtime returned -1 after a traceback the runtime caught: its lines and the exception, no `E Traceback`.
+    lines = ["E Catch exception when init runtime!", "E Traceback (most recent call last):",
+             '  File "rknnlite/api/rknn_runtime.py", line 965, in rknnlite.api.rknn_runtime.RKNNRuntime.build_graph',
+             "Exception: RKNN init failed. error code: RKNN_ERR_MODEL_INVALID"]
+    with pytest.raises(RknnError) as info:
+        classify(session(), INIT_FAILED, lines)
+    assert info.value.message == ("board 10.0.0.7: RKNNLite.init_runtime() returned -1: E Catch exception when init "
+                                  "runtime!; Exception: RKNN init failed. error code: RKNN_ERR_MODEL_INVALID")
+
+
+def test_a_runtime_that_aborts_without_the_driver_is_env_with_the_driver_line():
+    with pytest.raises(RknnError) as info:
+        classify(session("1.1.0 (8a9d6f66@2021-08-19T15:09:11)"),
+                 {"status": "CRASH", "signal": 6, "step": "init_runtime"}, OLD_RUNTIME_ABORTS_WITHOUT_DRIVER)
+    assert info.value.failure_class == ENV
+    assert info.value.message.startswith("board 10.0.0.7: runner killed by SIGABRT during init_runtime: E RKNN: "
+                                         "failed to open rknpu module, need to insmod rknpu dirver! (")

@@ -166,7 +166,7 @@ def test_each_injected_fault_gets_its_class_and_the_session_goes_on(board_pytest
                      rf"for 1 of 1 samples \(first: sample 0, random #0\): E RKNN: failed to submit!", out)
     assert re.search(r"\[ACCURACY\] wrong_shape\[2\.5\.0-board\]: output 'logits': shape \(1, 9\) does not match the "
                      r"reference \(1, 10\); the simulator passes, so the board runtime broke it \(board vs simulator "
-                     r"cosine: logits nan, features 0\.9\d+\)", out)
+                     r"cosine: logits nan, features [01]\.\d+\)", out)
     assert_board_left_clean(test_board, board_pytest.remote_parent)
 
 
@@ -252,7 +252,7 @@ def test_blame_names_the_conversion_or_the_board_runtime_for_cosine_and_detectio
     conversion, runtime = "the simulator fails too, so the conversion broke it", \
         "the simulator passes, so the board runtime broke it"
     assert re.fullmatch(rf"output '\w+' sample 0 \(random #0\): cosine 0\.\d+ < min 0\.99999999; {conversion} "
-                        rf"\(board vs simulator cosine: logits 0\.\d+, features 0\.\d+\)",
+                        rf"\(board vs simulator cosine: logits [01]\.\d+, features [01]\.\d+\)",
                         items["strict", "board"]["message"]), items["strict", "board"]["message"]
     for spec, blame in (("det_conv", conversion), ("det_board", runtime)):
         board = items[spec, "board"]
@@ -303,7 +303,8 @@ def test_a_model_the_board_runtime_rejects_is_build_with_the_runtimes_own_line(b
 def test_a_board_runtime_that_got_worse_fails_its_baseline_while_the_simulator_passes(board_pytest, pytester,
                                                                                      tmp_path):
     copy_cnn(pytester.path)
-    write_spec(pytester.path, "drifty", "model: cnn.onnx\n")
+    # A vs_sim_cosine below the drift's, so that only the baseline fails it.
+    write_spec(pytester.path, "drifty", "model: cnn.onnx\nchecks: {vs_sim_cosine: 0.99}\n")
     result, _ = board_pytest("--rknn-baseline=bl", "--rknn-baseline-update")
     result.assert_outcomes(passed=2)
     entries = json.loads((pytester.path / "bl" / "drifty.json").read_text())["entries"]

@@ -323,6 +323,19 @@ def test_a_bad_yolo_line_is_named_with_its_file_and_line_number(tmp_path, images
         load_ground_truth(folder, images)
 
 
+def test_a_label_of_a_class_the_model_does_not_have_names_the_file_the_line_and_the_class_count(tmp_path, images):
+    """a.png's second box is class 2; a model with two classes has only 0 and 1."""
+    folder = write_yolo(tmp_path / "labels")
+    (folder / "classes.txt").unlink()  # without classes.txt nothing else bounds a YOLO class id
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'a.txt'}: line 2: class 2, but the model has 2 "
+                                                   f"classes (0..1)")):
+        load_ground_truth(folder, images, num_classes=2)
+    with pytest.raises(ValueError, match=r"labels.json: annotation 301: category_id 7 is class 2 \(categories are "
+                                         r"numbered in id order\), but the model has 2 classes \(0..1\)"):
+        load_ground_truth(write_coco(tmp_path / "labels.json"), images, num_classes=2)
+    assert load_ground_truth(folder, images, num_classes=3).boxes["a.png"][1][4] == 2
+
+
 def test_label_sources_that_cannot_be_matched(tmp_path, images):
     with pytest.raises(ValueError, match=r"labels not found: .*nowhere.json"):
         load_ground_truth(tmp_path / "nowhere.json", images)

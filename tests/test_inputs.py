@@ -126,3 +126,32 @@ def test_inputs_with_different_sample_counts_are_refused(workdir):
         inputs_of(workdir, "inputs:\n  keypoints: {random: [0, 9], count: 2}\n  descriptors: {random: [0, 1], count: 3}\n",
                   model="two_input.onnx")
     assert "'keypoints' gives 2, 'descriptors' gives 3" in info.value.message
+
+
+def test_float_data_for_an_integer_input_is_refused_unless_it_holds_whole_numbers_in_range(workdir):
+    np.save(workdir / "fraction.npy", np.full((1, 64, 2), 1.5, np.float32))
+    with pytest.raises(SpecError) as info:
+        inputs_of(workdir, "inputs:\n  keypoints: {file: fraction.npy}\n", model="two_input.onnx")
+    assert info.value.field == "inputs.keypoints.file"
+    assert "fraction.npy (float32) holds values with a fraction (e.g. 1.5), and would be cast to int64 for the " \
+           "model input 'keypoints'" in info.value.message
+    np.save(workdir / "whole.npy", np.full((1, 64, 2), 7.0, np.float32))
+    whole = inputs_of(workdir, "inputs:\n  keypoints: {file: whole.npy}\n", model="two_input.onnx")
+    assert whole.samples[0][0].dtype == np.int64 and (whole.samples[0][0] == 7).all()
+
+
+@pytest.mark.parametrize("text, field, words", [
+    ("keypoints: {random: [0, 1], dtype: float32}", "inputs.keypoints",
+     "the model input 'keypoints' is int64, and sample 'random #0' (float32) holds values with a fraction"),
+    ("keypoints: {random: [0.5, 63]}", "inputs.keypoints.random", "[0.5, 63] for int64 data holds values with a fraction"),
+    ("keypoints: {random: [0, 300], dtype: uint8}", "inputs.keypoints.random",
+     "holds values from 0 to 300, outside uint8's 0..255"),
+    ("keypoints: {file: big.npy, dtype: int8}", "inputs.keypoints.file", "outside int8's -128..127"),
+    ("keypoints: {random: [0, 9], layout: nhwc}", "inputs.keypoints.layout",
+     "a layout applies only to a 4-D input, and 'keypoints' is (1, 64, 2), so it would do nothing"),
+])
+def test_data_that_would_be_cast_or_ignored_silently_is_a_spec_error(workdir, text, field, words):
+    np.save(workdir / "big.npy", np.full((1, 64, 2), 200, np.int64))
+    with pytest.raises(SpecError) as info:
+        inputs_of(workdir, f"inputs:\n  {text}\n", model="two_input.onnx")
+    assert info.value.field == field and words in info.value.message

@@ -130,3 +130,62 @@ def test_the_metrics_config_hash_ignores_tolerances_but_not_the_conversion(workd
                           base_dir=workdir).metrics_config_hash() == same
     assert spec_from_dict({**base, "convert": {"optimization_level": 2}},
                           base_dir=workdir).metrics_config_hash() != same
+
+
+@pytest.mark.parametrize("text, field, words", [
+    ("versions:\n  2.5: {checks: {cosine: 0.9}}\n", "versions.2.5",
+     '2.5 is not a toolkit version like "2.5.0" (YAML reads it as a number), so these overrides would apply to no '
+     'version (write "2.5.0", in quotes)'),
+    ("versions:\n  '2.3': {}\n", "versions.2.3", "'2.3' is not a toolkit version"),
+    ("versions:\n  latest: {}\n", "versions.latest", 'write the full version in quotes, e.g. "2.5.0"'),
+])
+def test_version_override_keys_must_be_versions_in_quotes(workdir, text, field, words):
+    error = spec_error(workdir, "model: cnn.onnx\n" + text)
+    assert error.field == field and words in error.message
+
+
+def test_an_unknown_target_is_refused_with_the_known_ones(workdir):
+    error = spec_error(workdir, "model: cnn.onnx\ntarget: rk3855\n")
+    assert error.field == "target" and "'rk3855' is not a platform rknn-toolkit2 builds for (did you mean `rk3588`? " \
+                                      "known targets: rk2118, rk3562" in error.message
+    assert load_spec(write_spec(workdir, "ok", "model: cnn.onnx\ntarget: RK3576\n")).target == "RK3576"  # any case
+
+
+@pytest.mark.parametrize("convert, field, words", [
+    ("{std_values: [[255, 0, 255]]}", "convert.std_values[0]",
+     "channel 1 is 0, and the NPU divides its input by it ((x - mean) / std) (use 1 for a channel that needs no "
+     "scaling)"),
+    ("{op_target: {conv1: gpu0}}", "convert.op_target.conv1", "'gpu0' is not a place to run an op (use one of npu, "
+                                                             "cpu, gpu, auto)"),
+    ("{quantized_algorithm: mmse}", "convert.quantized_algorithm",
+     "applies only to an int8 build, and this spec builds a float model, so it would do nothing"),
+    ("{quant_img_RGB2BGR: true}", "convert.quant_img_RGB2BGR", "applies only to an int8 build"),
+    ("{target_platform: rk3566}", "convert.target_platform", "the platform is the spec's `target:` (write "
+                                                            "`target: rk3566` at the top level"),
+    ("{quantize: {dataset: '*.png'}, quantized_method: group33}", "convert.quantized_method", "'groupN'"),
+    ("{quantize: {dataset: '*.png'}, quantized_dtype: w8}", "convert.quantized_dtype", "'w8a16'"),
+])
+def test_convert_values_the_toolkit_would_refuse_or_ignore_are_spec_errors(workdir, convert, field, words):
+    error = spec_error(workdir, f"model: cnn.onnx\nconvert: {convert}\n")
+    assert error.field == field and words in error.message
+
+
+def test_the_quantisation_settings_of_newer_toolkits_are_accepted(workdir):
+    spec = load_spec(write_spec(workdir, "q", "model: cnn.onnx\nconvert: {quantize: {dataset: '*.png'}, "
+                                              "quantized_algorithm: gdq, quantized_method: group64, "
+                                              "quantized_dtype: w8a16}\n"))
+    assert spec.convert.config_kwargs() == {"quantized_dtype": "w8a16", "quantized_algorithm": "gdq",
+                                            "quantized_method": "group64"}
+
+
+@pytest.mark.parametrize("image, field, words", [
+    ("{images: '*.png', size: 32, letterbox: 32}", "inputs.images.size", "cannot both be given"),
+    ("{images: '*.png', pad: 0}", "inputs.images.pad", "only a letterbox is padded"),
+])
+def test_image_settings_that_would_do_nothing_are_refused(workdir, image, field, words):
+    error = spec_error(workdir, f"model: cnn.onnx\ninputs:\n  images: {image}\n")
+    assert error.field == field and words in error.message
+
+
+def test_an_endless_timeout_is_refused(workdir):
+    assert spec_error(workdir, "model: cnn.onnx\ntimeout: .inf\n").field == "timeout"

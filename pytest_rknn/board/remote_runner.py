@@ -2,9 +2,10 @@
 per session and never imported by pytest_rknn itself.
 
   python3 remote_runner.py preflight            -> one JSON line: versions, SoC
-  python3 remote_runner.py run JOB_DIR SECONDS  -> supervises one job (below) in its own
+  python3 remote_runner.py run JOB_DIR SECONDS  -> supervises one job (below), forked into its own
                                                    process group, killed as a group on timeout
   python3 remote_runner.py job JOB_DIR          -> load_rknn, init_runtime, inference for all samples
+                                                   (in this process; for running one job by hand)
 
 In JOB_DIR: job.json, inputs.npz (s{sample}_i{input}), the .rknn file.
 Out: result.json, outputs.npz (s{sample}_o{output}), log.txt.
@@ -15,9 +16,9 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
+import traceback
 
 STEP_MARK = "[pytest-rknn] step:"
 DEVICE_TREE = os.environ.get("RKNN_BOARD_DEVICE_TREE", "/proc/device-tree")
@@ -113,36 +114,89 @@ def preflight():
 def supervise(job_dir, seconds):
     """Run the job in its own process group; a hang or a crash still leaves a result."""
     result_path = os.path.join(job_dir, "result.json")
-    with open(os.path.join(job_dir, "log.txt"), "ab") as log:
-        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "job", job_dir], stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        # For the host's clean-up at session end: this supervisor first, then the job's group.
-        supervisor_file, pgid_file = os.path.join(job_dir, "supervisor.pid"), os.path.join(job_dir, "pgid")
-        with open(supervisor_file, "w") as handle:
-            handle.write(str(os.getpid()))
-        with open(pgid_file, "w") as handle:
-            handle.write(str(child.pid))
+    child = start_job(job_dir)
+    # For the host's clean-up at session end: this supervisor first, then the job's group.
+    supervisor_file, pgid_file = os.path.join(job_dir, "supervisor.pid"), os.path.join(job_dir, "pgid")
+    with open(supervisor_file, "w") as handle:
+        handle.write(str(os.getpid()))
+    with open(pgid_file, "w") as handle:
+        handle.write(str(child))
+    status = None
+    try:
+        status = wait_for(child, seconds)
+    finally:
         try:
-            returncode = child.wait(timeout=seconds)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            returncode = None
-        finally:
-            try:
-                os.killpg(child.pid, signal.SIGKILL)  # the job and anything it started
-            except (ProcessLookupError, PermissionError):
-                pass
-            child.wait()
-            os.unlink(pgid_file)
-            os.unlink(supervisor_file)
-    if timed_out:
+            os.killpg(child, signal.SIGKILL)  # the job and anything it started
+        except (ProcessLookupError, PermissionError):
+            pass
+        if status is None:
+            os.waitpid(child, 0)
+        os.unlink(pgid_file)
+        os.unlink(supervisor_file)
+    if status is None:
         write_json_atomic(result_path, {"status": "TIMEOUT", "seconds": seconds, "step": last_step(job_dir)})
-    elif returncode < 0:
-        write_json_atomic(result_path, {"status": "CRASH", "signal": -returncode, "step": last_step(job_dir)})
+        return 0
+    if os.WIFSIGNALED(status):
+        write_json_atomic(result_path, {"status": "CRASH", "signal": os.WTERMSIG(status), "step": last_step(job_dir)})
     elif not os.path.exists(result_path):
-        write_json_atomic(result_path, {"status": "ERROR", "returncode": returncode, "step": last_step(job_dir)})
+        write_json_atomic(result_path, {"status": "ERROR", "returncode": os.WEXITSTATUS(status),
+                                        "step": last_step(job_dir)})
     return 0
+
+
+def start_job(job_dir):
+    """Fork the job into a new session, its output going to log.txt; returns its pid once it leads
+    its own process group. A fork, not a new Python: under qemu-user without binfmt_misc a
+    process cannot exec an aarch64 binary (sys.executable), and the fork skips a second start."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready, done = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:  # the child never returns into the supervisor's code
+            os.close(ready)
+            os.setsid()
+            os.close(done)  # tells the supervisor that the job now has a process group of its own
+            code = run_job_here(job_dir)
+        finally:
+            os._exit(code)
+    os.close(done)
+    os.read(ready, 1)  # b"" once the child has called setsid (or died)
+    os.close(ready)
+    return pid
+
+
+def run_job_here(job_dir):
+    """In the forked child: stdin from /dev/null, stdout and stderr to log.txt, then the job."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    log = os.open(os.path.join(job_dir, "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    try:
+        code = job(job_dir)
+    except BaseException:  # as an uncaught exception in a Python of its own would: traceback, exit 1
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
+def wait_for(pid, seconds):
+    """The child's wait status, or None if it is still running after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(0.05, left))
 
 
 def last_step(job_dir):

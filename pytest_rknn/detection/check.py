@@ -71,6 +71,7 @@ def setup(spec: Spec, model, inputs, output_shapes) -> DetectionSetup:
         raise SpecError(spec.path, f"{field_name}.layout", str(exc)) from None
     tensor = model.inputs[0]
     input_hw = tuple(source.letterbox or source.size or (tensor.shape[2], tensor.shape[3]))
+    num_classes = yolov5.num_classes(output_shapes, layout)
     ground_truth, class_names = None, None
     if check.labels:
         labels_path = spec.resolve(check.labels)
@@ -78,11 +79,11 @@ def setup(spec: Spec, model, inputs, output_shapes) -> DetectionSetup:
             raise SpecError(spec.path, f"{field_name}.labels", f"not found: {labels_path}",
                             "give a COCO json or a folder of YOLO txt files, relative to the spec")
         try:
-            ground_truth, class_names = load_ground_truth(labels_path, inputs.image_paths)
+            ground_truth, class_names = load_ground_truth(labels_path, inputs.image_paths, num_classes)
         except ValueError as exc:
             raise SpecError(spec.path, f"{field_name}.labels", str(exc)) from None
     return DetectionSetup(check, layout, input_hw, bool(source.letterbox), list(inputs.image_paths), ground_truth,
-                          class_names, yolov5.num_classes(output_shapes, layout))
+                          class_names, num_classes)
 
 
 def detect(setup: DetectionSetup, outputs: List[List[np.ndarray]]) -> Detections:

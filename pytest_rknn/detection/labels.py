@@ -23,8 +23,10 @@ class GroundTruth(NamedTuple):
     class_names: Optional[List[str]]  # by class id; None when the labels do not name them
 
 
-def load_ground_truth(path: Union[str, Path], image_files: Sequence[Union[str, Path]]) -> GroundTruth:
-    """Ground truth for `image_files` from a COCO json file or a YOLO label folder."""
+def load_ground_truth(path: Union[str, Path], image_files: Sequence[Union[str, Path]],
+                      num_classes: Optional[int] = None) -> GroundTruth:
+    """Ground truth for `image_files` from a COCO json file or a YOLO label folder; with
+    `num_classes` (the model's), a box of a class the model does not have is refused."""
     path = Path(path)
     names = [Path(image).name for image in image_files]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -32,13 +34,13 @@ def load_ground_truth(path: Union[str, Path], image_files: Sequence[Union[str, P
         raise ValueError(f"images are matched to labels by file name, and these names occur more than once: "
                          f"{', '.join(duplicates)}")
     if path.is_dir():
-        return _load_yolo(path, [Path(image) for image in image_files])
+        return _load_yolo(path, [Path(image) for image in image_files], num_classes)
     if path.is_file():
-        return _load_coco(path, names)
+        return _load_coco(path, names, num_classes)
     raise ValueError(f"labels not found: {path} (give a COCO json file or a folder of YOLO txt files)")
 
 
-def _load_coco(path: Path, image_names: List[str]) -> GroundTruth:
+def _load_coco(path: Path, image_names: List[str], num_classes: Optional[int]) -> GroundTruth:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -78,16 +80,20 @@ def _load_coco(path: Path, image_names: List[str]) -> GroundTruth:
         where = f"{path}: annotation {annotation.get('id', '?')}"
         if annotation.get("category_id") not in class_of:
             raise ValueError(f"{where}: category_id {annotation.get('category_id')} is not in 'categories'")
+        class_id = class_of[annotation["category_id"]]
+        if num_classes is not None and class_id >= num_classes:
+            raise ValueError(f"{where}: category_id {annotation['category_id']} is class {class_id} (categories are "
+                             f"numbered in id order), but the model has {num_classes} classes (0..{num_classes - 1})")
         bbox = annotation.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_finite_number(v) for v in bbox)):
             raise ValueError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox!r}")
         x, y, w, h = (float(v) for v in bbox)
-        boxes_by_image_id[annotation["image_id"]].append((x, y, x + w, y + h, class_of[annotation["category_id"]]))
+        boxes_by_image_id[annotation["image_id"]].append((x, y, x + w, y + h, class_id))
     boxes = {name: boxes_by_image_id.get(image_id, []) for name, image_id in image_id_of.items()}
     return GroundTruth(boxes, [names_by_id[category_id] for category_id in category_ids])
 
 
-def _load_yolo(folder: Path, image_files: List[Path]) -> GroundTruth:
+def _load_yolo(folder: Path, image_files: List[Path], num_classes: Optional[int]) -> GroundTruth:
     from PIL import Image, UnidentifiedImageError
 
     class_names = _yolo_class_names(folder)
@@ -104,7 +110,8 @@ def _load_yolo(folder: Path, image_files: List[Path]) -> GroundTruth:
             raise ValueError(f"cannot read image {image} to scale its YOLO labels: {exc}") from None
         label = label_files[image.name]
         # YOLO convention: an image without a label file has no objects.
-        boxes[image.name] = _read_yolo_file(label, width, height, class_names) if label.is_file() else []
+        boxes[image.name] = (_read_yolo_file(label, width, height, class_names, num_classes)
+                             if label.is_file() else [])
     return GroundTruth(boxes, class_names)
 
 
@@ -115,7 +122,8 @@ def _yolo_class_names(folder: Path) -> Optional[List[str]]:
     return [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
 
 
-def _read_yolo_file(label: Path, width: int, height: int, class_names: Optional[List[str]]) -> List[Box]:
+def _read_yolo_file(label: Path, width: int, height: int, class_names: Optional[List[str]],
+                    num_classes: Optional[int]) -> List[Box]:
     boxes = []
     for number, line in enumerate(label.read_text().splitlines(), start=1):
         fields = line.split()
@@ -135,6 +143,9 @@ def _read_yolo_file(label: Path, width: int, height: int, class_names: Optional[
         if class_names is not None and class_id >= len(class_names):
             raise ValueError(f"{where}: class {class_id} but {YOLO_CLASS_NAMES_FILE} names only "
                              f"{len(class_names)} classes")
+        if num_classes is not None and class_id >= num_classes:
+            raise ValueError(f"{where}: class {class_id}, but the model has {num_classes} classes "
+                             f"(0..{num_classes - 1})")
         if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in (cx, cy, w, h)) or w <= 0 or h <= 0:
             raise ValueError(f"{where}: cx cy w h must be normalised to 0..1 with w, h > 0, "
                              f"got {' '.join(fields[1:])}")

@@ -45,20 +45,27 @@ class ToolkitRequest:
     python: Optional[str] = None  # a user's existing environment, or None to provision one
 
 
+def is_version(text: str) -> bool:
+    """A toolkit version as pip names it: three numbers, e.g. 2.5.0 (a suffix like 2.5.0b1 is allowed)."""
+    return re.fullmatch(r"\d+\.\d+\.\d+\w*", text) is not None
+
+
 def parse_toolkit_option(value: str) -> List[ToolkitRequest]:
     """`2.3.2,2.5.0` or `2.3.2=/path/to/python,2.5.0`."""
     requests = []
     for part in (p.strip() for p in value.split(",")):
         if not part:
             continue
-        version, _, python = part.partition("=")
-        version = version.strip()
-        if not re.fullmatch(r"\d+\.\d+\.\d+\w*", version):
+        version, equals, python = (s.strip() for s in part.partition("="))
+        if not is_version(version):
             raise RknnError(ENV, f"--rknn-toolkit: '{version}' is not a version like 2.5.0 "
                                  f"(write --rknn-toolkit=2.3.2,2.5.0 or 2.3.2=/path/to/python)")
         if any(r.version == version for r in requests):
             raise RknnError(ENV, f"--rknn-toolkit: version {version} is named twice")
-        requests.append(ToolkitRequest(version, python.strip() or None))
+        if equals and not python:
+            raise RknnError(ENV, f"--rknn-toolkit: '{part}' names no Python after '=' "
+                                 f"(write {version}=/path/to/python, or {version} to let pytest-rknn provision it)")
+        requests.append(ToolkitRequest(version, python or None))
     if not requests:
         raise RknnError(ENV, "--rknn-toolkit: no version given (for example --rknn-toolkit=2.5.0)")
     return requests

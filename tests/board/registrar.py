@@ -2,9 +2,11 @@
 
 Every .rknn file that pytest-rknn builds is registered with the rknnlite double: its sha256
 names the ONNX model and the normalisation the double must apply, so the double can compute
-what the NPU would. The registry is the JSON file named by RKNNLITE_DOUBLE_REGISTRY in the
-pytest process's environment. Writes are atomic and serialised with flock, so xdist workers
-and the test process can write at the same time.
+what the NPU would, and the job folder the simulator ran in, so that for the same input arrays
+the double returns the simulator's outputs, as a board running the same arithmetic does. The
+registry is the JSON file named by RKNNLITE_DOUBLE_REGISTRY in the pytest process's environment.
+Writes are atomic and serialised with flock, so xdist workers and the test process can write at
+the same time.
 """
 
 import fcntl
@@ -43,5 +45,6 @@ def pytest_rknn_artifact_built(spec, version, rknn_path, sha256):
              "std_values": spec.convert.std_values,
              "apply_mean_std": bool(spec.reference.apply_mean_std),
              "toolkit_version": str(version),
-             "target_platform": getattr(spec, "target", None)}
+             "target_platform": getattr(spec, "target", None),
+             "simulated": str(Path(rknn_path).resolve().parent)}  # its inputs.npz and outputs.npz
     update_registry(registry, lambda data: data["models"].__setitem__(sha256, entry))

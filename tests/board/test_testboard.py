@@ -212,6 +212,33 @@ def test_sftp_puts_and_gets_files(ssh, tmp_path):
     assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
 
 
+def test_a_port_without_sftp_refuses_the_subsystem_and_a_powered_off_port_answers_nothing(board, tmp_path):
+    bare = board.listen(sftp=False)
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(board.host_key_line + "\n")
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(known_hosts))
+        client.connect(board.host, port=bare.port, username=board.user, key_filename=str(board.key_path),
+                       look_for_keys=False, allow_agent=False, timeout=10)
+        try:
+            assert run(client, "echo ok") == (0, "ok\n")
+            with pytest.raises(paramiko.SSHException):
+                client.open_sftp()
+            assert client.get_transport().is_active()
+        finally:
+            client.close()
+        bare.power_off_marker.touch()  # what the power_off fault does
+        with pytest.raises((paramiko.SSHException, EOFError, OSError)):
+            paramiko.SSHClient().connect(board.host, port=bare.port, timeout=5, banner_timeout=5,
+                                         look_for_keys=False, allow_agent=False)
+        assert bare.accepted == 1
+    finally:
+        bare.stop()
+        board.listeners.remove(bare)
+    assert not bare.power_off_marker.exists()
+
+
 def test_the_board_python_looks_like_an_rk3588_with_rknnlite(ssh, board):
     status, output = run(ssh, f"{shlex.quote(str(board.python))} -c 'import importlib.metadata as m, "
                               f"rknnlite.api; print(m.version(\"rknn-toolkit-lite2\"))'; "
@@ -247,6 +274,31 @@ def test_a_registered_rknn_gives_the_onnx_outputs_through_fp16(ssh, board, regis
         assert got.dtype == np.float32 and got.shape == want.shape
         assert cosine(got, want) > 0.999
         assert np.array_equal(got, got.astype(np.float16).astype(np.float32))  # fp16 values
+
+
+def test_a_model_registered_with_its_simulator_folder_gives_the_simulators_outputs(ssh, board, registered, tmp_path):
+    """As a board does, which runs the arithmetic the simulator emulates; other inputs still go
+    through onnxruntime."""
+    import hashlib
+
+    simulated = tmp_path / "simulated"
+    simulated.mkdir()
+    rng = np.random.default_rng(1)
+    outputs = [rng.standard_normal((1, 10)).astype(np.float32), rng.standard_normal((1, 16, 8, 8)).astype(np.float32)]
+    np.savez(simulated / "inputs.npz", s0_i0=255 - IMAGE, s1_i0=IMAGE)
+    np.savez(simulated / "outputs.npz", s0_o0=outputs[0] * 0, s0_o1=outputs[1] * 0, s1_o0=outputs[0], s1_o1=outputs[1])
+    built = tmp_path / "built.rknn"
+    built.write_bytes(registered.read_bytes() + b"built")  # a build of its own, with its own sha256
+    board.register(hashlib.sha256(built.read_bytes()).hexdigest(), CNN, mean_values=[[0, 0, 0]],
+                   std_values=[[255, 255, 255]], simulated=simulated)
+    status, output, remote = run_job(ssh, board, built, tmp_path=tmp_path)
+    assert status == 0 and job_result(output)["outputs"] == [[1, 10], [1, 16, 8, 8]], output
+    with np.load(remote / "out.npz") as data:
+        assert all(np.array_equal(data[f"arr_{k}"], want) for k, want in enumerate(outputs))
+    np.savez(simulated / "inputs.npz", s0_i0=255 - IMAGE)  # the job's input is not among them
+    status, output, remote = run_job(ssh, board, built, tmp_path=tmp_path)
+    with np.load(remote / "out.npz") as data:
+        assert cosine(data["arr_0"], outputs[0]) < 0.9 and not np.array_equal(data["arr_0"], 0 * outputs[0])
 
 
 def test_an_unregistered_rknn_loads_but_the_runtime_refuses_it(ssh, board, registered, tmp_path):
@@ -421,7 +473,8 @@ def test_the_registrar_hook_registers_a_built_artifact(tmp_path, monkeypatch):
     pytest_rknn_artifact_built(spec=spec, version="2.5.0", rknn_path=tmp_path / "cnn.rknn", sha256="ab" * 32)
     entry = json.loads((tmp_path / "registry.json").read_text())["models"]["ab" * 32]
     assert entry == {"onnx": str(CNN.resolve()), "mean_values": [[0, 0, 0]], "std_values": [[255, 255, 255]],
-                     "apply_mean_std": True, "toolkit_version": "2.5.0", "target_platform": "rk3588"}
+                     "apply_mean_std": True, "toolkit_version": "2.5.0", "target_platform": "rk3588",
+                     "simulated": str(tmp_path.resolve())}
 
 
 def test_leftover_processes_sees_what_mentions_the_board(board):

@@ -6,6 +6,7 @@ of rknn-toolkit-lite2 (tests/board/double) that stands in for an RK3588 NPU.
     board.set_fault("segv.rknn", "segv")    # see FAULTS
     mine = board.make_python("t1")           # a personality with its own registry, faults and trace
     old = board.make_python("old", runtime_version="2.3.0", registry=mine.registry)
+    bare = board.listen(sftp=False)          # another port of the same board: sshd without SFTP
     ...
     board.stop()
 
@@ -37,7 +38,8 @@ HOST = "127.0.0.1"
 HOST6 = "::1"
 SSHD = "/usr/sbin/sshd"
 DOUBLE = Path(__file__).resolve().parent / "double"
-FAULTS = ("segv", "hang", "hang_child", "none_outputs", "wrong_shape", "drift", "scale")
+FAULTS = ("segv", "hang", "hang_child", "none_outputs", "wrong_shape", "drift", "scale", "drop_connection",
+          "power_off", "no_result")
 START_SECONDS = 10.0
 STOP_SECONDS = 5.0
 
@@ -52,12 +54,17 @@ class BoardPython:
     trace: Path
 
     def register(self, sha256: str, onnx, mean_values=None, std_values=None, apply_mean_std: bool = True,
-                 toolkit_version: str = "2.5.0", target_platform: Optional[str] = None) -> None:
-        """Tell the double that the .rknn file with this sha256 is a build of `onnx`."""
+                 toolkit_version: str = "2.5.0", target_platform: Optional[str] = None,
+                 simulated: Optional[Path] = None) -> None:
+        """Tell the double that the .rknn file with this sha256 is a build of `onnx`; `simulated`:
+        the folder whose inputs.npz and outputs.npz the simulator read and wrote (the double then
+        returns those outputs for those inputs)."""
         entry = {"onnx": str(Path(onnx).resolve()), "mean_values": mean_values, "std_values": std_values,
                  "apply_mean_std": bool(apply_mean_std), "toolkit_version": toolkit_version}
         if target_platform:
             entry["target_platform"] = target_platform
+        if simulated:
+            entry["simulated"] = str(Path(simulated).resolve())
         update_registry(self.registry, lambda data: data["models"].__setitem__(sha256, entry))
 
     def set_fault(self, rknn_name: str, fault: str) -> None:
@@ -79,7 +86,11 @@ class BoardPython:
 
 
 class _Listener:
-    """A socket bound here; every connection it accepts is handed to its own `sshd -i`."""
+    """A socket bound here; every connection it accepts is handed to its own `sshd -i`.
+
+    Powered off (the file `power_off_marker` exists, made by the double's `power_off` fault), it
+    closes every connection it accepts before sshd sees it: a board that is gone. `accepted`
+    counts the connections handed to sshd (the logins, one per session when all goes well)."""
 
     def __init__(self, family: int, host: str, config: Path, log: Path):
         self.host = host
@@ -90,10 +101,15 @@ class _Listener:
         self.socket.listen(64)
         self.socket.settimeout(0.2)  # so the loop sees stop() within 0.2 s
         self.port = self.socket.getsockname()[1]
+        self.power_off_marker = config.parent / f"power-off-{self.port}"
+        self.accepted = 0
         self.sessions: List[subprocess.Popen] = []
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"test-board-{host}:{self.port}", daemon=True)
         self._thread.start()
+
+    def power_on(self) -> None:
+        self.power_off_marker.unlink(missing_ok=True)
 
     def _serve(self) -> None:
         with open(self.log, "ab") as log:
@@ -106,7 +122,10 @@ class _Listener:
                 except OSError:
                     return
                 with connection:
+                    if self.power_off_marker.exists():
+                        continue  # closed unanswered
                     connection.setblocking(True)
+                    self.accepted += 1
                     self.sessions.append(subprocess.Popen([SSHD, "-i", "-e", "-f", str(self.config)],
                                                           stdin=connection, stdout=connection, stderr=log,
                                                           start_new_session=True))
@@ -115,6 +134,7 @@ class _Listener:
         self._stopped.set()
         self._thread.join(timeout=STOP_SECONDS)
         self.socket.close()
+        self.power_on()
         for session in self.sessions:
             if session.poll() is None:
                 session.terminate()
@@ -145,9 +165,18 @@ class TestBoard:
 
     @property
     def host_key_line(self) -> str:
-        """The known_hosts line of the board on 127.0.0.1 and on [::1]."""
-        names = [f"[{HOST}]:{self.port}"] + ([f"[{HOST6}]:{self.port6}"] if self.port6 else [])
+        """The known_hosts line of the board on 127.0.0.1 and on [::1], every port it listens on."""
+        names = [f"[{listener.host}]:{listener.port}" for listener in self.listeners]
         return f"{','.join(names)} {self.host_key}"
+
+    def listen(self, sftp: bool = True) -> "_Listener":
+        """Another port of this board on 127.0.0.1 (same keys and users), with its own sshd config:
+        sftp=False leaves out `Subsystem sftp`, as Dropbear and minimal images do. A test that
+        powers a board off (the `power_off` fault) uses one of these, so other tests keep theirs."""
+        config = _write_sshd_config(self.folder, sftp=sftp)
+        listener = _Listener(socket.AF_INET, HOST, config, self.folder / "sshd.log")
+        self.listeners.append(listener)
+        return listener
 
     @property
     def registry(self) -> Path:
@@ -193,6 +222,7 @@ class TestBoard:
             "RKNNLITE_DOUBLE_RUNTIME_VERSION": runtime_version,
             "RKNNLITE_DOUBLE_DRIVER_VERSION": driver_version,
             "RKNNLITE_DOUBLE_NPU": "1" if npu else "0",
+            "RKNNLITE_DOUBLE_BOARD": str(self.folder),  # where the power_off fault leaves its marker
             "RKNN_BOARD_DEVICE_TREE": str(tree),
             "RKNN_BOARD_LIBRKNNRT": str(home / "librknnrt.so"),
             "RKNN_BOARD_DRIVER_VERSION_FILE": str(home / "rknpu-version"),
@@ -327,6 +357,30 @@ def _wait_for_banner(port: int, log: Path, host: str = HOST) -> None:
                        f"{log.read_text()[-2000:]}")
 
 
+def _write_sshd_config(folder: Path, sftp: bool) -> Path:
+    """The board's sshd_config (keys made by start_test_board); without SFTP, sshd_config-nosftp.
+    Replaced atomically: an sshd starting meanwhile reads the old file or the new one."""
+    config = folder / ("sshd_config" if sftp else "sshd_config-nosftp")
+    tmp = config.with_name(f".{config.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join([
+        f"HostKey {folder / 'ssh_host_ed25519_key'}",
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+        "UsePAM no",
+        "StrictModes no",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes",
+        "PermitRootLogin prohibit-password",
+        "UseDNS no",
+        "PrintMotd no",
+        "MaxSessions 100",
+        *(["Subsystem sftp internal-sftp"] if sftp else []),
+        "LogLevel INFO",
+    ]) + "\n")
+    os.replace(tmp, config)
+    return config
+
+
 def start_test_board(folder: Path) -> TestBoard:
     """Listen on 127.0.0.1 and ::1 with fresh keys in `folder`; return the TestBoard. The board
     authorises two user keys: `key_path`, and `agent_key_path` for tests of the SSH agent."""
@@ -342,22 +396,7 @@ def start_test_board(folder: Path) -> TestBoard:
     authorized.write_text("".join(Path(f"{key}.pub").read_text() for key in (user_key, agent_key)))
     authorized.chmod(0o600)
 
-    config = folder / "sshd_config"
-    config.write_text("\n".join([
-        f"HostKey {host_key}",
-        f"AuthorizedKeysFile {authorized}",
-        "UsePAM no",
-        "StrictModes no",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PubkeyAuthentication yes",
-        "PermitRootLogin prohibit-password",
-        "UseDNS no",
-        "PrintMotd no",
-        "MaxSessions 100",
-        "Subsystem sftp internal-sftp",
-        "LogLevel INFO",
-    ]) + "\n")
+    config = _write_sshd_config(folder, sftp=True)
     try:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     except OSError:
