@@ -22,7 +22,7 @@ from .comparisons import Comparisons
 from .detection.check import DetectionSetup, Detections, detect, run_detection_check
 from .detection.check import setup as detection_setup
 from .early_checks import check_before_build
-from .errors import ACCURACY, BUILD, CRASH, TIMEOUT, RknnError, SpecError
+from .errors import ACCURACY, BUILD, CRASH, SPEC, TIMEOUT, RknnError, SpecError
 from .fingerprint import host_versions
 from .inputs import InputSet, prepare_inputs
 from .jobdir import read_outputs, write_job
@@ -305,6 +305,9 @@ def _as_spec(spec: Union[Spec, str, Path, dict]) -> Spec:
         return spec_from_dict(spec)
     if isinstance(spec, Spec):
         return spec
+    if not isinstance(spec, (str, Path)):
+        raise RknnError(SPEC, f"the spec given to rknn.run() or @pytest.mark.rknn_spec is {spec!r} "
+                              f"({type(spec).__name__}); give a path to a *.rknn.yaml file or a dict")
     return load_spec(spec)
 
 

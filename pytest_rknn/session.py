@@ -99,6 +99,10 @@ def build_board_pool(config: pytest.Config) -> BoardPool:
     settings = SshSettings(user=get_option(config, "--rknn-board-user"), key_path=get_option(config, "--rknn-ssh-key"),
                            insecure=get_option(config, "--rknn-board-insecure"),
                            connect_timeout=get_option(config, "--rknn-board-connect-timeout"))
+    key = settings.key_path
+    if addresses and key and not os.path.isfile(os.path.expanduser(key)):
+        raise pytest.UsageError(f"--rknn-ssh-key: no such file: {key} (give the private key the boards accept, or "
+                                f"leave the option out to use the SSH agent and ~/.ssh/config)")
     if settings.insecure and addresses and not hasattr(config, "workerinput"):  # once, not again per xdist worker
         config.issue_config_time_warning(RknnWarning(insecure_warning(addresses)), stacklevel=2)
 

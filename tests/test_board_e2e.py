@@ -438,7 +438,9 @@ def test_remote_paths_and_the_board_python_are_quoted_so_the_shell_runs_nothing_
 
 def test_bad_board_options_are_usage_errors_before_anything_runs(board_pytest):
     for option, words in (("--rknn-core-mask=9", "--rknn-core-mask: '9' is not one of auto, 0, 1, 2, 0_1, 0_1_2, all"),
-                          ("--rknn-board-timeout=5m", "--rknn-board-timeout: '5m' is not a number of seconds")):
+                          ("--rknn-board-timeout=5m", "--rknn-board-timeout: '5m' is not a number of seconds"),
+                          ("--rknn-ssh-key=no-such-key", "--rknn-ssh-key: no such file: no-such-key (give the private "
+                                                         "key the boards accept, or leave the option out*")):
         result, _ = board_pytest(option)
         assert result.ret == 4, (option, result.stdout.str())
         result.stderr.fnmatch_lines([f"*{words}*"])

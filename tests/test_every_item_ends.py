@@ -11,6 +11,8 @@ from conftest import FIXTURES, MODELS, write_spec
 
 from pytest_rknn.items import RECORD_ATTRIBUTE, record_result
 from pytest_rknn.report_html import render
+from pytest_rknn.runner import RknnRunner
+from pytest_rknn.toolkit.envs import ToolkitRequest
 from pytest_rknn.result import INTERNAL, RunResult, describe_exception, format_cosine
 
 FAILURE_LINE = re.compile(r"^FAILED (\S+) - \[(\w+)\]", re.M)
@@ -182,6 +184,14 @@ def test_a_result_that_cannot_be_recorded_is_recorded_as_an_internal_error():
     assert recorded.failure_class == record["class"] == INTERNAL and record["nodeid"] == item.nodeid
     assert record["message"].startswith("pytest-rknn internal error: TypeError: ")
     assert ("rknn.class", INTERNAL) in item.user_properties
+
+
+def test_a_spec_that_is_neither_a_path_nor_a_dict_is_spec_not_internal(tmp_path):
+    runner = RknnRunner(provisioner=None, toolkits=[ToolkitRequest("2.5.0")], work_root=tmp_path)
+    result = runner.run(42)
+    assert (result.failure_class, result.message) == (
+        "SPEC", "the spec given to rknn.run() or @pytest.mark.rknn_spec is 42 (int); give a path to a "
+                "*.rknn.yaml file or a dict")
 
 
 def test_every_board_failure_says_whether_the_conversion_or_the_board_runtime_broke_it(board_pytest, test_board,
