@@ -10,6 +10,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
@@ -481,12 +482,18 @@ def _check_version_keys(path: Path, versions) -> None:
                         f'write "{close[-1]}", in quotes' if close else 'write the full version in quotes, e.g. "2.5.0"')
 
 
+# pydantic names the branch of a union it tried in the error's location (`quantize.bool`,
+# `quantize.QuantizeSpec.dataset`): type names, never spec keys, which are snake_case.
+_UNION_BRANCH = re.compile(r"bool|str|int|float|[A-Z]\w*|.*\[.*\]")
+
+
 def _spec_error(path: Path, exc: ValidationError, model_cls, prefix: str) -> SpecError:
-    errors = exc.errors()
+    errors = _relevant_errors(exc.errors())
     first = errors[0]
     loc = [str(part) for part in first["loc"]]
     field_name = prefix + ".".join(loc)
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    others = len({e["loc"] for e in errors} - {first["loc"]})
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
     if first["type"] == "extra_forbidden":
         known = _known_keys(model_cls, first["loc"][:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1)
@@ -497,6 +504,22 @@ def _spec_error(path: Path, exc: ValidationError, model_cls, prefix: str) -> Spe
     value = first.get("input")
     shown = repr(value) if not isinstance(value, (dict, list)) or len(repr(value)) < 60 else type(value).__name__
     return SpecError(path, field_name, f"{first['msg']}, got {shown}{more}")
+
+
+def _relevant_errors(errors: List[dict]) -> List[dict]:
+    """The errors worth showing, most useful first, with union branches left out of their location.
+    For a value that fits one branch of a union (a dict for `quantize: bool | {dataset}`), the
+    branch that fits gets further into it; the others only say "not a bool" about the whole value."""
+    for error in errors:
+        error["depth"] = len(error["loc"])
+        error["loc"] = tuple(part for part in error["loc"] if not _UNION_BRANCH.fullmatch(str(part)))
+    relevant = [e for e in errors if not any(_is_shallower_branch(e, other) for other in errors)]
+    order = {"extra_forbidden": 0, "missing": 1}
+    return sorted(relevant, key=lambda e: order.get(e["type"], 2))
+
+
+def _is_shallower_branch(error: dict, other: dict) -> bool:
+    return other["depth"] > error["depth"] and other["loc"][:len(error["loc"])] == error["loc"]
 
 
 def _known_keys(model_cls, loc) -> List[str]:

@@ -189,3 +189,17 @@ def test_image_settings_that_would_do_nothing_are_refused(workdir, image, field,
 
 def test_an_endless_timeout_is_refused(workdir):
     assert spec_error(workdir, "model: cnn.onnx\ntimeout: .inf\n").field == "timeout"
+
+
+@pytest.mark.parametrize("convert, message", [
+    # A dict fits the {dataset} branch of `quantize: bool | {dataset}`: its own problem is shown, not "not a bool".
+    ("{quantize: {calibration: x}}", "convert.quantize.calibration: unknown key (and 1 more problem) (known keys: "
+                                     "dataset)"),
+    ("{quantize: {dataset: 5}}", "convert.quantize.dataset: Input should be a valid string, got 5"),
+    ("{quantize: {dataset: [a, 3]}}", "convert.quantize.dataset.1: Input should be a valid string, got 3"),
+    ("{quantize: yes please}", "convert.quantize: Input should be a valid boolean, unable to interpret input, got "
+                               "'yes please'"),
+])
+def test_a_value_for_a_union_field_gets_the_problem_of_the_branch_it_fits(workdir, convert, message):
+    error = spec_error(workdir, f"model: m.onnx\nconvert: {convert}\n")
+    assert error.message == f"{workdir / 'm.rknn.yaml'}: {message}"
