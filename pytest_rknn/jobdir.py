@@ -1,10 +1,14 @@
 """The job-directory protocol, the same for the simulator worker and the board runner:
 job.json + inputs.npz (s{sample}_i{input}) in; result.json + outputs.npz (s{sample}_o{output})
-+ log.txt out."""
++ log.txt out.
+
+The arrays are what make a job folder big (a YOLO job with 20 images: 170 MB). Once an item has
+passed nobody needs them, so trim() removes them; the .rknn, job.json, result.json and log.txt stay."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -36,3 +40,22 @@ def read_outputs(job_dir: Path, samples: int, failed: List[int]) -> List[Optiona
                 k += 1
             outputs.append(arrays)
     return outputs
+
+
+LARGE_FILES = ("inputs.npz", "outputs.npz")
+OVERLAYS = "overlays"  # the detection check's pictures
+
+
+def trim(job_dir: Path, overlays: bool = True) -> int:
+    """Remove a job folder's arrays (and its overlays, unless `overlays` is False); the bytes freed."""
+    freed = 0
+    for name in LARGE_FILES:
+        path = job_dir / name
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+    folder = job_dir / OVERLAYS
+    if overlays and folder.is_dir():
+        freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder)
+    return freed

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Tuple
 
 import pytest
 
+from .result_cache import DEFAULT_MAX_BYTES, parse_size
 from .toolkit.envs import DEFAULT_VERSION, default_cache_dir, is_version
 
 
@@ -49,6 +51,16 @@ def _url_or_folder(text: str) -> str:
     return text
 
 
+def _job_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a whole number of jobs (write e.g. 2, or 1 for one job at a time)") from None
+    if value < 1:
+        raise ValueError(f"{text} is not a positive number of jobs (write e.g. 2, or 1 for one job at a time)")
+    return value
+
+
 def _core_mask(text: str) -> str:
     from .board.session import CORE_MASKS
 
@@ -63,11 +75,21 @@ OPTIONS = [
            metavar="VERSIONS"),
     Option("--rknn-toolkit-cache", "where provisioned toolkit environments are kept "
                                    "(default: $XDG_CACHE_HOME/pytest-rknn)", None, metavar="DIR"),
+    Option("--rknn-cache", "keep the results of simulator jobs in DIR, keyed by what decides them, and reuse them "
+                           "instead of starting a worker (default: the results folder in --rknn-toolkit-cache)",
+           None, metavar="DIR"),
+    Option("--rknn-no-cache", "neither look up nor store simulator results: every job starts its worker", False,
+           is_flag=True),
+    Option("--rknn-cache-size", "the most the result cache may hold; the least recently used entries go first "
+                                "(default: 2G)", DEFAULT_MAX_BYTES, parse_size, metavar="SIZE"),
     Option("--rknn-torch-index", "index URL or wheel folder for the CPU torch that the toolkit needs "
                                  "(default: a local wheel from pip's find-links, else PyTorch's CPU index)",
            None, _url_or_folder, metavar="URL_OR_DIR"),
     Option("--rknn-timeout", "seconds one build+simulate job may take before it is killed (default: 600)",
            600.0, _positive_float, metavar="SECONDS"),
+    Option("--rknn-jobs", "simulator jobs run at the same time, ahead of their items; about 1 GB of memory each; "
+                          "1 runs them one by one as the items come (default: the number of cores)",
+           os.cpu_count() or 1, _job_count, metavar="N"),
     Option("--rknn-toolkit-verbose", "run the toolkit with verbose=True (its log goes to each job's log.txt)",
            False, is_flag=True),
     Option("--rknn-board", "RK3588 boards to run the built models on over SSH, comma separated "
@@ -99,6 +121,9 @@ OPTIONS = [
            None, metavar="PATH"),
     Option("--rknn-html", "write a self-contained HTML report (tables, charts, detection overlays) to this file",
            None, metavar="PATH"),
+    Option("--rknn-keep-outputs", "keep inputs.npz, outputs.npz and overlays in the job folders of passed items too "
+                                  "(default: removed at the end of the session; failed items keep them)",
+           False, is_flag=True),
 ]
 
 
@@ -187,3 +212,14 @@ def cache_dir(config: pytest.Config) -> Path:
         source = _given(config, _find("--rknn-toolkit-cache"))[1]
         raise pytest.UsageError(f"{source}: {path} is a file; give a folder for the toolkit environments")
     return path if path is not None else default_cache_dir()
+
+
+def result_cache_dir(config: pytest.Config) -> Optional[Path]:
+    """Where simulator results are cached; None with --rknn-no-cache."""
+    if get_option(config, "--rknn-no-cache"):
+        return None
+    path = get_path_option(config, "--rknn-cache")
+    if path is not None and path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"{_given(config, _find('--rknn-cache'))[1]}: {path} is a file; give a folder for "
+                                f"the result cache (or --rknn-no-cache)")
+    return path if path is not None else cache_dir(config) / "results"

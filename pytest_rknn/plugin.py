@@ -12,10 +12,12 @@ from .options import add_options
 from .recording import SessionRecords
 from .result import TRACEBACK_SECTION
 from .runner import SIM, RknnRunner
-from .session import build_outputs, build_runner, parse_toolkits
+from .scheduler import JobScheduler
+from .session import build_outputs, build_runner, build_scheduler, parse_toolkits
 from .spec import SPEC_SUFFIX
 
 RECORDS_KEY = pytest.StashKey[SessionRecords]()
+SCHEDULER_KEY = pytest.StashKey[JobScheduler]()
 
 
 def pytest_addhooks(pluginmanager):
@@ -34,6 +36,7 @@ def pytest_configure(config):
                                        "that the rknn_result fixture runs, once per toolkit version and backend")
     outputs = build_outputs(config, [t.version for t in parse_toolkits(config)])
     config.stash[RUNNER_KEY] = build_runner(config, outputs)
+    config.stash[SCHEDULER_KEY] = build_scheduler(config, config.stash[RUNNER_KEY])
     config.stash[RECORDS_KEY] = SessionRecords(outputs)
     config.pluginmanager.register(config.stash[RECORDS_KEY], "rknn-records")
 
@@ -54,6 +57,15 @@ def pytest_generate_tests(metafunc):
         runner = metafunc.config.stash[RUNNER_KEY]
         params = [(v, b) for v in runner.versions for b in runner.backends]
         metafunc.parametrize("rknn_result", params, indirect=True, ids=[f"{v}-{b}" for v, b in params])
+
+
+def pytest_collection_finish(session):
+    session.config.stash[SCHEDULER_KEY].collection_finished(session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    item.config.stash[SCHEDULER_KEY].item_starting(item, nextitem)
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +100,7 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_sessionfinish(session):
     records = session.config.stash[RECORDS_KEY]
+    records.attempt("stopping the simulator jobs failed", session.config.stash[SCHEDULER_KEY].close)
     records.attempt("board clean-up failed", session.config.stash[RUNNER_KEY].close)
     records.finish(session)
 

@@ -1,5 +1,7 @@
 """Collects every item's record (from pytest-xdist workers too) and, at the end of the session,
 writes the baseline, the JSON report and the HTML report, each file atomically, on the controller only.
+Then every process that ran items (not the pytest-xdist controller) trims the job folders of its passed
+items (jobdir.trim), unless --rknn-keep-outputs.
 
 Nothing here raises at the end of a session: each output is written on its own, and one that cannot
 be written is one line in the terminal summary and a failed exit status, never a traceback."""
@@ -14,6 +16,8 @@ import pytest
 
 from .baseline import BaselineStore
 from .items import RECORD_ATTRIBUTE
+from .jobdir import trim
+from .options import get_option
 from .report import summary_table
 from .report_html import write_html_report
 from .report_json import report_document, write_json_report
@@ -39,6 +43,11 @@ class SessionRecords:
         self.written: List[str] = []  # lines for the terminal summary
         self.tracebacks: List[str] = []  # of unexpected exceptions at the end of the session
         self.failed = False  # an output could not be written
+        self.keep_outputs = False
+
+    @pytest.hookimpl
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.keep_outputs = get_option(session.config, "--rknn-keep-outputs")  # a bad ini value: a usage error now
 
     @property
     def records(self) -> List[dict]:
@@ -64,8 +73,24 @@ class SessionRecords:
         return False
 
     def finish(self, session: pytest.Session) -> None:
-        if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the controller writes
-            return
+        worker = hasattr(session.config, "workerinput")
+        if not worker:  # in a pytest-xdist worker the controller writes
+            self._write_outputs(session)
+        # After the reports (the HTML report embeds overlays). The pytest-xdist controller trims nothing:
+        # each worker trims its own folders (on its own machine, with --tx), and keeps the overlays that
+        # the controller embeds after the workers ended.
+        if not self.keep_outputs and not session.config.pluginmanager.has_plugin("dsession"):
+            overlays = not (worker and self.settings.html_path)
+            self.attempt("job folders NOT trimmed", lambda: self._trim_job_folders(overlays))
+
+    def _trim_job_folders(self, overlays: bool) -> None:
+        folders = passed_job_folders(self.records)
+        freed = sum(trim(folder, overlays) for folder in folders)
+        if freed:
+            self.written.append(f"removed {freed / 1e6:.1f} MB of inputs and outputs from the job folders of passed "
+                                f"items in {folders[0].parent.parent} (--rknn-keep-outputs keeps them)")
+
+    def _write_outputs(self, session: pytest.Session) -> None:
         settings = self.settings
         if settings.update_baseline and not self.attempt(
                 "baseline NOT updated", lambda: self._update_baseline(session.exitstatus)):
@@ -104,3 +129,14 @@ class SessionRecords:
             reason, trace = describe_exception(exc)
             self.tracebacks.append(trace)
             return [f"no summary table: {reason}"]
+
+
+def passed_job_folders(records: List[dict]) -> List[Path]:
+    """The job folders (`SPEC-HASH/VERSION`, `SPEC-HASH/VERSION-board`) of the specs whose items all passed,
+    found through the items' logs. A spec with an item that did not pass keeps all its folders: the
+    failure's arrays, and those of the other versions and of the simulator to compare them with.
+    Reports and comparisons (baseline, --rknn-compare-to) read metrics from the records, never these files."""
+    kept = {r["spec"] for r in records if r.get("outcome") != "passed"}
+    spec_folders = {Path(r["log"]).parent.parent for r in records if r.get("log") and r.get("outcome") == "passed"}
+    return sorted(job for folder in spec_folders if folder.is_dir() and folder.name.rsplit("-", 1)[0] not in kept
+                  for job in folder.iterdir() if job.is_dir())

@@ -105,7 +105,7 @@ def spec_key(record: Dict) -> Tuple[str, str]:
 def summary_table(records: List[Dict]) -> List[str]:
     against = sorted({c["against"] for r in records for c in r.get("comparisons", [])}, key=lambda a: a != "baseline")
     header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "mAP@0.5"]
-    header += [f"vs {a}" for a in against] + ["outcome", "class"]
+    header += [f"vs {a}" for a in against] + ["outcome", "class", "cache"]
     body = []
     titles = spec_titles(records)
     for r in sorted(records, key=lambda r: (titles[spec_key(r)], r["version"], r["backend"] != "sim", r["backend"])):
@@ -113,9 +113,9 @@ def summary_table(records: List[Dict]) -> List[str]:
         body.append([titles[spec_key(r)], r["version"], r["backend"], _cosine_text(r["metrics"], "cosine."),
                      _cosine_text(r["metrics"], "vs_sim_cosine."), _map50_text(r.get("detection")) or "-"]
                     + [comparison_text(by_against[a]) if a in by_against else "-" for a in against]
-                    + [r["outcome"], r["class"] or "-"])
-    for column in (5, 4):  # drop the board and mAP columns when no row fills them
-        if all(row[column] == "-" for row in body):
+                    + [r["outcome"], r["class"] or "-", r.get("cache") or "-"])
+    for column in (len(header) - 1, 5, 4):  # drop the cache, board and mAP columns when no row fills them
+        if all(row[column] in ("-", "off") for row in body):
             header.pop(column)
             for row in body:
                 row.pop(column)

@@ -88,6 +88,8 @@ class RunResult:
     comparisons: List[dict] = field(default_factory=list)  # against the baseline and --rknn-compare-to
     thresholds: Dict[str, float] = field(default_factory=dict)  # cosine.OUTPUT: the spec's minimum
     traceback: Optional[str] = None  # INTERNAL results: where the unexpected exception came from
+    cache: str = "off"  # the simulator job came from the result cache (hit), was not found there and ran (miss),
+    # or neither (off: the cache is off, or the job failed without a result)
 
     def fail_with(self, exc: Exception) -> None:
         """Fail the result for this exception: an RknnError's class and message, else INTERNAL."""
@@ -142,6 +144,7 @@ class RunResult:
             "log": str(self.log_path) if self.log_path else None,
             "log_tail": self.log_tail,
             "traceback": self.traceback,
+            "cache": self.cache,
         }
 
     @property

@@ -2,13 +2,18 @@
 
 The reference runs once per spec (per distinct per-version spec), the worker once per
 (spec, version); both are cached for the session so every backend compares the same arrays.
+The caches are safe from threads: a job the scheduler runs ahead and the item that needs it
+share one computation per key (see `_once`).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -31,6 +36,7 @@ from .metrics import compare_outputs
 from .onnx_model import ModelInfo, read_model_info
 from .reference import run_reference
 from .result import RunResult, format_cosine
+from .result_cache import HIT, MISS, OFF, ResultCache
 from .spec import PYTHON_SPEC, QuantizeSpec, Spec, load_spec, spec_from_dict, spec_name
 from .toolkit.calibration import write_dataset
 from .toolkit import client
@@ -39,6 +45,7 @@ from .toolkit.envs import Provisioner, ToolkitRequest
 SIM = "sim"
 BOARD = "board"
 BLAMED = (CRASH, TIMEOUT, BUILD, ACCURACY)  # board failures whose message says: the conversion or the runtime?
+WAIT_MARGIN_SECONDS = 600.0  # beyond a job's own timeout, when waiting for another thread's job: provisioning, reference
 
 
 @dataclass
@@ -66,8 +73,9 @@ class RknnRunner:
     def __init__(self, provisioner: Provisioner, toolkits: List[ToolkitRequest],
                  work_root: Union[Path, Callable[[], Path]], timeout: float = 600.0, toolkit_verbose: bool = False,
                  boards: Optional[BoardPool] = None, on_artifact: Callable[..., None] = lambda **kw: None,
-                 comparisons: Optional[Comparisons] = None):
+                 comparisons: Optional[Comparisons] = None, result_cache: Optional[ResultCache] = None):
         self.provisioner = provisioner
+        self.result_cache = result_cache or ResultCache(None)  # None: off
         self.comparisons = comparisons
         self.boards = boards or BoardPool([], None)
         self.on_artifact = on_artifact
@@ -75,17 +83,20 @@ class RknnRunner:
         self._work_root = work_root
         self.timeout = timeout
         self.toolkit_verbose = toolkit_verbose
-        self._prepared: Dict[Tuple[str, str], Union[Prepared, _Failure]] = {}
-        self._simulated: Dict[Tuple[str, str, str], Union[Executed, _Failure]] = {}
-        self._on_board: Dict[Tuple[str, str, str], Union[Executed, _Failure]] = {}
-        self._measured: Dict[Tuple[str, str, str, str], RunResult] = {}
+        # One Future per key, resolved to the value or a _Failure; see _once.
+        self._prepared: Dict[Tuple[str, str], Future] = {}
+        self._simulated: Dict[Tuple[str, str, str], Future] = {}
+        self._on_board: Dict[Tuple[str, str, str], Future] = {}
+        self._measured: Dict[Tuple[str, str, str, str], Future] = {}
+        self._lock = threading.Lock()  # guards the caches' dicts and work_root, never held during a computation
 
     @property
     def work_root(self) -> Path:
         """Made on first use (a callable defers pytest's temporary directory until it is needed)."""
-        if callable(self._work_root):
-            self._work_root = Path(self._work_root())
-        return self._work_root
+        with self._lock:  # two threads must not both make it
+            if callable(self._work_root):
+                self._work_root = Path(self._work_root())
+            return self._work_root
 
     @property
     def versions(self) -> List[str]:
@@ -96,7 +107,8 @@ class RknnRunner:
         return [SIM, BOARD] if self.boards else [SIM]
 
     def close(self) -> None:
-        """End of session: clean up the boards (work dirs, leftover processes)."""
+        """End of session: kill the toolkit workers, clean up the boards (work dirs, leftover processes)."""
+        client.close_workers()
         self.boards.close()
 
     # ------------------------------------------------------------ public
@@ -127,9 +139,7 @@ class RknnRunner:
         """The result judged by the spec's own checks only; a fresh copy of a cached result."""
         spec = _as_spec(spec)
         key = (str(spec.path), spec.config_hash(), version, backend)
-        if key not in self._measured:
-            self._measured[key] = self._measure(spec, version, backend)
-        return copy.deepcopy(self._measured[key])
+        return copy.deepcopy(self._once(self._measured, key, lambda: self._measure(spec, version, backend), spec))
 
     def _measure(self, spec: Spec, version: str, backend: str) -> RunResult:
         result = RunResult(spec=spec.name, version=version, backend=backend,
@@ -150,6 +160,7 @@ class RknnRunner:
             result.fingerprint.update(rknn_sha256=result.rknn_sha256, toolkit_version=result.toolkit_version,
                                       toolkit_env=simulated.result.get("env", {}))
             result.timings.update(simulated.result["timings"])
+            result.cache = simulated.result.get("cache", OFF)
             executed = simulated
             if backend == BOARD:
                 simulator_verdict = self.measure(spec, version, SIM)  # cached: the sim item's own result
@@ -166,13 +177,25 @@ class RknnRunner:
             result.message += "; " + _blame(simulator_verdict, result)
         return result
 
+    def stop_workers(self) -> None:
+        """Kill the toolkit workers, busy ones too (at the end of the session or after Ctrl-C): the
+        threads running jobs ahead then end, with the job classified CRASH."""
+        client.close_workers()
+
+    def build_ahead(self, spec: Spec, version: str) -> None:
+        """The simulator job of (spec, version), done before its item asks (the scheduler calls this
+        from a thread of its own). Its item then finds the answer, or the failure, in the caches."""
+        try:
+            spec_v = spec.for_version(version)
+            self.simulate(spec_v, self.prepare(spec_v), version)
+        except Exception:  # cached: the item raises it again, with its traceback
+            pass
+
     # ------------------------------------------------------------ stages
 
     def prepare(self, spec: Spec) -> Prepared:
         key = (str(spec.path), spec.config_hash())
-        if key not in self._prepared:
-            self._prepared[key] = _cached_call(lambda: self._prepare(spec))
-        return _unwrap(self._prepared[key])
+        return self._once(self._prepared, key, lambda: self._prepare(spec), spec)
 
     def _prepare(self, spec: Spec) -> Prepared:
         started = time.monotonic()
@@ -193,9 +216,7 @@ class RknnRunner:
 
     def simulate(self, spec: Spec, prepared: Prepared, version: str) -> Executed:
         key = (str(spec.path), spec.config_hash(), version)
-        if key not in self._simulated:
-            self._simulated[key] = _cached_call(lambda: self._simulate(spec, prepared, version))
-        return _unwrap(self._simulated[key])
+        return self._once(self._simulated, key, lambda: self._simulate(spec, prepared, version), spec)
 
     def _simulate(self, spec: Spec, prepared: Prepared, version: str) -> Executed:
         request = self.toolkits.get(version) or ToolkitRequest(version)
@@ -213,7 +234,12 @@ class RknnRunner:
         }
         write_job(job_dir, job, prepared.inputs)
         what = f"rknn-toolkit2 {version}"
-        result = client.run_worker(python, job_dir, spec.timeout or self.timeout, what)
+        key = self.result_cache.key_for(python, job_dir)
+        cached = self.result_cache.load(key, job_dir, job["rknn_name"])
+        result = cached or client.run_worker(python, job_dir, spec.timeout or self.timeout, what)
+        if cached is None:
+            self.result_cache.store(key, job_dir, result)  # a successful job only
+        result["cache"] = HIT if cached else MISS if key else OFF
         if result["status"] == "SPEC":
             raise SpecError(spec.path, result["field"], result["message"])
         outputs = read_outputs(job_dir, len(prepared.inputs), result.get("failed_samples", []))
@@ -223,9 +249,7 @@ class RknnRunner:
     def run_on_board(self, spec: Spec, prepared: Prepared, simulated: Executed, version: str) -> Executed:
         """The exact artifact the simulator ran, on a board, with the same inputs."""
         key = (str(spec.path), spec.config_hash(), version)
-        if key not in self._on_board:
-            self._on_board[key] = _cached_call(lambda: self._run_on_board(spec, prepared, simulated, version))
-        return _unwrap(self._on_board[key])
+        return self._once(self._on_board, key, lambda: self._run_on_board(spec, prepared, simulated, version), spec)
 
     def _run_on_board(self, spec: Spec, prepared: Prepared, simulated: Executed, version: str) -> Executed:
         session = self.boards.session_for(f"{spec.name}/{version}")
@@ -237,6 +261,31 @@ class RknnRunner:
         result["board"] = session.info.fingerprint()
         outputs = read_outputs(job_dir, len(prepared.inputs), result.get("failed_samples", []))
         return Executed(job_dir, result, outputs, read_log(job_dir))
+
+    def _once(self, cache: Dict[tuple, Future], key: tuple, compute: Callable[[], object], spec: Spec):
+        """compute() once per key, whichever thread asks first; a thread that asks while another
+        computes waits for that answer (at most the spec's job timeout plus WAIT_MARGIN_SECONDS).
+        A failure is cached too, so a spec that fails fails every item fast and the same way."""
+        with self._lock:
+            future = cache.get(key)
+            mine = future is None
+            if mine:
+                future = cache[key] = Future()
+        if mine:
+            try:
+                future.set_result(_cached_call(compute))
+            except BaseException as exc:  # Ctrl-C in this thread: the next asker computes it again
+                with self._lock:
+                    del cache[key]
+                future.set_result(_Failure(RknnError(TIMEOUT, f"interrupted ({type(exc).__name__})")))
+                raise
+        limit = (spec.timeout or self.timeout) + WAIT_MARGIN_SECONDS
+        try:
+            value = future.result(timeout=limit)
+        except FutureTimeout:
+            raise RknnError(TIMEOUT, f"{spec.name}: no answer after waiting {limit:g} s for the job that another "
+                                     f"thread runs (raise --rknn-timeout or the spec's `timeout:`)") from None
+        return _unwrap(value)
 
     def _judge(self, result: RunResult, spec: Spec, prepared: Prepared, executed: Executed,
                simulated: Executed) -> None:

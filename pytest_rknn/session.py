@@ -14,9 +14,11 @@ from .board.connection import SshSettings, insecure_warning, parse_board_option
 from .board.session import BoardPool, BoardSession
 from .comparisons import Comparisons
 from .errors import RknnError, RknnWarning
-from .options import cache_dir, get_file_option, get_option, get_path_option
+from .options import cache_dir, get_file_option, get_option, get_path_option, result_cache_dir
 from .recording import OutputSettings
+from .result_cache import ResultCache
 from .runner import RknnRunner
+from .scheduler import JobScheduler, threads_per_process, xdist_worker_count
 from .toolkit.envs import Provisioner, ToolkitRequest, parse_toolkit_option
 
 
@@ -69,7 +71,16 @@ def build_runner(config: pytest.Config, outputs: OutputSettings) -> RknnRunner:
         on_artifact=config.hook.pytest_rknn_artifact_built,
         comparisons=Comparisons(outputs.baseline, outputs.compare_to, [t.version for t in toolkits],
                                 updating_baseline=outputs.update_baseline),
+        result_cache=ResultCache(result_cache_dir(config), get_option(config, "--rknn-cache-size")),
     )
+
+
+def build_scheduler(config: pytest.Config, runner: RknnRunner) -> JobScheduler:
+    """--rknn-jobs threads for the machine, shared between pytest-xdist workers; under xdist the jobs are
+    handed over as items start, since a worker runs only some of the items it collected."""
+    workers = xdist_worker_count(config)
+    threads = threads_per_process(get_option(config, "--rknn-jobs"), workers)
+    return JobScheduler(runner.build_ahead, threads, lazy=workers is not None, stop_running=runner.stop_workers)
 
 
 def parse_toolkits(config: pytest.Config) -> List[ToolkitRequest]:

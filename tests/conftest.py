@@ -39,16 +39,26 @@ def toolkit_cache():
 EXAMPLES = FIXTURES / "examples"
 
 
+@pytest.fixture(scope="session")
+def result_cache(tmp_path_factory):
+    """The simulator result cache of this test session: shared by its runs, new in every session,
+    so no test passes on what an earlier session (or older code) left in the user's cache."""
+    return tmp_path_factory.mktemp("result-cache")
+
+
 @pytest.fixture
-def run_pytest(pytester, toolkit_cache, tmp_path_factory, monkeypatch):
+def run_pytest(pytester, toolkit_cache, result_cache, tmp_path_factory, monkeypatch):
     """Run pytest with pytest-rknn in a subprocess, as a user would; returns (result, basetemp).
-    The toolkit and uv caches are the real ones (pytester gives the subprocess its own HOME)."""
+    The toolkit and uv caches are the real ones (pytester gives the subprocess its own HOME).
+    `shared_cache=False` leaves the result cache to the run's own options and ini file."""
     monkeypatch.setenv("UV_CACHE_DIR", UV_CACHE)
 
-    def run(*args, timeout=900):
+    def run(*args, timeout=900, shared_cache=True):
         basetemp = tmp_path_factory.mktemp("run")
+        cache = [f"--rknn-cache={result_cache}"] if shared_cache else []
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--basetemp={basetemp}",
-                                               f"--rknn-toolkit-cache={toolkit_cache}", *args, timeout=timeout)
+                                               f"--rknn-toolkit-cache={toolkit_cache}", *cache, *args,
+                                               timeout=timeout)
         return result, basetemp
 
     return run

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import EXAMPLES, MODELS, alive, job_dirs, write_spec
+from conftest import EXAMPLES, FIXTURES, MODELS, alive, job_dirs, write_spec
 
 from pytest_rknn.toolkit.envs import Provisioner, ToolkitRequest
 
+YOLO = FIXTURES / "yolo"
 FAILURE_LINE = re.compile(r"^FAILED \S+::(\S+) - \[(\w+)\]", re.M)
 
 
@@ -31,7 +32,9 @@ def pytest_sessionfinish(session):
 
 def test_the_example_suite_runs_every_spec_in_every_version(run_pytest, pytester):
     pytester.makepyfile(rknn_probe=PROBE)
-    result, basetemp = run_pytest(str(EXAMPLES), "--rknn-toolkit=2.3.2,2.5.0", "-p", "rknn_probe")
+    # --rknn-keep-outputs: the arrays of passed items are read below (see test_job_folders.py)
+    result, basetemp = run_pytest(str(EXAMPLES), "--rknn-toolkit=2.3.2,2.5.0", "-p", "rknn_probe",
+                                  "--rknn-keep-outputs")
     result.assert_outcomes(passed=14)
     out = result.stdout.str()
     for spec in ("cnn", "cnn_int8", "two_input", "dynamic", "avgpool", "yolov5_heads_int8", "yolov5_single"):
@@ -147,8 +150,12 @@ def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, 
     import shlex
 
     shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
-    write_spec(pytester.path, "default_timeout", "model: cnn.onnx\n")  # importing the toolkit alone takes > 3 s
-    write_spec(pytester.path, "short_timeout", "model: cnn.onnx\ntimeout: 1\n")
+    # A YOLO build and 40 inferences: about 5 s even on a worker that imported the toolkit for an earlier job
+    # (--rknn-jobs=1: short_timeout runs on the worker that long_timeout left).
+    shutil.copy(YOLO / "yolov5_single.onnx", pytester.path / "yolo.onnx")
+    slow = "model: yolo.onnx\ninputs: {images: {random: [0, 255], count: 40}}\n"
+    write_spec(pytester.path, "default_timeout", slow)
+    write_spec(pytester.path, "short_timeout", f"{slow}timeout: 1\n")
     write_spec(pytester.path, "long_timeout", "model: cnn.onnx\ntimeout: 600\n")
     python = Provisioner(toolkit_cache).python_for(ToolkitRequest("2.5.0"))
     wrapper = pytester.path / "toolkit-python"
@@ -159,11 +166,14 @@ def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, 
     children = {}
     try:
         result, basetemp = run_pytest(f"--rknn-toolkit=2.5.0={wrapper},9.9.9", f"--rknn-toolkit-cache={tmp_path}",
-                                      "--rknn-timeout=2", "-c", "sub/pytest.ini",
+                                      "--rknn-timeout=2", "-c", "sub/pytest.ini", "--rknn-jobs=1",
                                       "--rknn-html=out/x.html", str(pytester.path))
         jobs = {spec: job_dirs(basetemp, spec)["2.5.0"]
                 for spec in ("default_timeout", "short_timeout", "long_timeout")}
-        children = {spec: int((job / "child.pid").read_text()) for spec, job in jobs.items()}
+        # The wrapper starts its child when a worker starts: in the folder of that worker's first job.
+        children = {spec: int((job / "child.pid").read_text()) for spec, job in jobs.items()
+                    if (job / "child.pid").exists()}
+        assert "default_timeout" in children  # the session's first job: always a fresh worker
         result.assert_outcomes(passed=1, failed=5)
         assert outcomes(result) == {"default_timeout[2.5.0-sim]": "TIMEOUT", "short_timeout[2.5.0-sim]": "TIMEOUT",
                                     "default_timeout[9.9.9-sim]": "ENV", "short_timeout[9.9.9-sim]": "ENV",
@@ -175,10 +185,12 @@ def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, 
             r"\[TIMEOUT\] short_timeout\[2\.5\.0-sim\]: rknn-toolkit2 2\.5\.0: no result after 1 s, during \w+; "
             r"worker process group killed"], consecutive=False)
         result.stdout.fnmatch_lines(["*[[]ENV[]] long_timeout[[]9.9.9-sim[]]: cannot provision rknn-toolkit2 9.9.9: *"])
-        # The whole group is killed: the worker and the child it started, after a timeout and after a normal end.
+        # The whole group is killed: the worker and the child it started, after a timeout and, for a worker
+        # kept for the next job, when the job ended (the worker itself at the end of the session).
         for spec, job in jobs.items():
             assert not alive(int((job / "worker.pid").read_text())), spec
-            assert not alive(children[spec]), f"{spec}: the worker's child {children[spec]} outlived the job"
+        for spec, child in children.items():
+            assert not alive(child), f"{spec}: the worker's child {child} outlived the job"
         # Without --rknn-toolkit-verbose the toolkit logs no verbose build output (with it: see the failure test).
         quiet = (jobs["long_timeout"] / "log.txt").read_text()
         assert "rknn-toolkit2 version: 2.5.0" in quiet and "I rknn building" in quiet

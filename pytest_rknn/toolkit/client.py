@@ -1,4 +1,9 @@
-"""Start the worker in a toolkit environment through a job directory, and classify how it ended."""
+"""Run the worker in a toolkit environment through a job directory, and classify how it ended.
+
+`run_worker` hands the job to a long-lived worker of the session's pool (pool.py), which imports the
+toolkit once and runs job after job; `run_worker_once` starts a process for one job only, as before.
+Both end the same way: result.json, or an RknnError with the class.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +12,72 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from ..errors import BUILD, CRASH, ENV, TIMEOUT, RknnError
 from ..logs import error_lines, last_step, log_tail, read_log, signal_name
 
 WORKER = Path(__file__).with_name("worker.py")
 KILL_GRACE_SECONDS = 5.0
+TIMED_OUT = None  # the exit status of a job that did not end in time
 
 
 def run_worker(python: str, job_dir: Path, timeout: float, what: str) -> dict:
-    """Run the worker to completion; return result.json, or raise RknnError with the class.
+    """Run the job on a worker of the session's pool; return result.json, or raise RknnError with the class.
     A result with status SPEC (a convert key the installed toolkit does not know) is returned.
 
     `what` names the job in messages, e.g. "rknn-toolkit2 2.5.0".
     """
-    for stale in ("result.json", "outputs.npz"):
-        (job_dir / stale).unlink(missing_ok=True)
+    from .pool import SESSION_POOL  # pool.py builds on this module's classification
+
+    return SESSION_POOL.run(python, job_dir, timeout, what)
+
+
+def close_workers() -> None:
+    """End of session: kill every worker of the session's pool."""
+    from .pool import SESSION_POOL
+
+    SESSION_POOL.close()
+
+
+def run_worker_once(python: str, job_dir: Path, timeout: float, what: str) -> dict:
+    """Like run_worker, in a process started for this job alone (`python worker.py JOB_DIR`)."""
+    clear_job_outputs(job_dir)
     with open(job_dir / "log.txt", "wb") as log:
-        try:
-            process = subprocess.Popen([python, str(WORKER), str(job_dir)], stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=job_dir)
-        except OSError as exc:
-            raise RknnError(ENV, f"cannot start the toolkit Python {python}: {exc.strerror}") from None
+        process = start_process([python, str(WORKER), str(job_dir)], job_dir, log, python)
         (job_dir / "worker.pid").write_text(str(process.pid))
         try:
             returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
-            lines = read_log(job_dir)
-            raise RknnError(TIMEOUT, f"{what}: no result after {timeout:g} s, during {last_step(lines)}; "
-                                     f"worker process group killed (raise --rknn-timeout or the spec's `timeout:`)",
-                            log_tail(lines)) from None
+            returncode = TIMED_OUT
         finally:
-            _kill_group(process)  # nothing the toolkit started may outlive the job
+            kill_group(process)  # nothing the toolkit started may outlive the job
+    return classify(job_dir, what, returncode, timeout)
+
+
+def clear_job_outputs(job_dir: Path) -> None:
+    for stale in ("result.json", "outputs.npz"):
+        (job_dir / stale).unlink(missing_ok=True)
+
+
+def start_process(command: List[str], job_dir: Path, log, python: str, stdin=subprocess.DEVNULL,
+                  pass_fds=()) -> subprocess.Popen:
+    """A worker process in a session of its own (so its whole group can be killed), output into `log`."""
+    try:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, pass_fds=pass_fds,
+                                start_new_session=True, cwd=job_dir)
+    except OSError as exc:
+        raise RknnError(ENV, f"cannot start the toolkit Python {python}: {exc.strerror}") from None
+
+
+def classify(job_dir: Path, what: str, returncode: Optional[int], timeout: float) -> dict:
+    """How a job ended, from its exit status (TIMED_OUT, negative for a signal) and its job folder."""
     lines = read_log(job_dir)
+    if returncode is TIMED_OUT:
+        raise RknnError(TIMEOUT, f"{what}: no result after {timeout:g} s, during {last_step(lines)}; "
+                                 f"worker process group killed (raise --rknn-timeout or the spec's `timeout:`)",
+                        log_tail(lines))
     errors = error_lines(lines)
     if returncode < 0:
         detail = f": {errors[0]}" if errors else " (the toolkit logged no error line; see the log tail)"
@@ -75,18 +109,23 @@ def _no_result(what: str, returncode: int, lines: List[str], errors: List[str]):
     raise RknnError(BUILD, f"{what}: {step} raised {reason}", log_tail(lines))
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process's group, SIGKILL after a grace period; the process is reaped."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + KILL_GRACE_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
         pass
-    process.wait()
+    else:
+        _wait_quietly(process, KILL_GRACE_SECONDS)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _wait_quietly(process, KILL_GRACE_SECONDS)
+
+
+def _wait_quietly(process: subprocess.Popen, seconds: float) -> None:
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pass

@@ -1,11 +1,16 @@
-"""Build and simulate one model inside a toolkit environment.
+"""Build and simulate models inside a toolkit environment.
 
-Run as `python worker.py JOB_DIR` with the toolkit environment's Python. It needs
-only the standard library, numpy and rknn-toolkit2; it never imports pytest_rknn.
+Run with the toolkit environment's Python, in one of two ways:
+  python worker.py JOB_DIR          one job, then exit. The caller sends this process's stdout
+                                    and stderr, toolkit noise included, to log.txt.
+  python worker.py --serve FD       job after job: read a job folder per line (a JSON string) from
+                                    stdin, run it with fd 1 and 2 pointed at that job's log.txt, then
+                                    write `exit N` (N: what a one-job process would exit with) on the
+                                    control pipe FD. The toolkit is imported once, during the first job.
+It needs only the standard library, numpy and rknn-toolkit2; it never imports pytest_rknn.
 
 In:  job.json, inputs.npz (keys s{sample}_i{input})
-Out: result.json, outputs.npz (keys s{sample}_o{output}), the .rknn file.
-The caller sends this process's stdout and stderr, toolkit noise included, to log.txt.
+Out: result.json, outputs.npz (keys s{sample}_o{output}), the .rknn file, log.txt.
 """
 
 import difflib
@@ -17,6 +22,7 @@ import os
 import re
 import sys
 import time
+import traceback
 
 STEP_MARK = "[pytest-rknn] step:"
 
@@ -91,7 +97,7 @@ def run(job_dir):
     import warnings
 
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # the toolkit's, not the user's
-    import numpy as np
+    import numpy  # noqa: F401 (timed with the toolkit, which needs it too)
     from rknn.api import RKNN
 
     result["toolkit_version"] = importlib.metadata.version("rknn-toolkit2")
@@ -107,6 +113,14 @@ def run(job_dir):
                       message=f"rknn-toolkit2 {result['toolkit_version']} has no rknn.config parameter '{key}'; {hint}")
 
     rknn = RKNN(verbose=bool(job.get("verbose")))
+    try:
+        return build_and_simulate(rknn, job, config, job_dir, result, finish)
+    finally:
+        rknn.release()  # a served worker keeps running: nothing of this job may stay behind
+
+
+def build_and_simulate(rknn, job, config, job_dir, result, finish):
+    import numpy as np
 
     def call(name, fn, **kwargs):
         """0 on success; otherwise the failure for result.json. The API documents -1 on
@@ -137,28 +151,88 @@ def run(job_dir):
             result["rknn_sha256"] = sha256_of(kwargs["export_path"])
 
     step("inference")
-    data = np.load(os.path.join(job_dir, "inputs.npz"))
     formats = job["data_format"]
     outputs = {}
     failed = []
     t0 = time.monotonic()
-    for s in range(job["samples"]):
-        arrays = [data[f"s{s}_i{i}"] for i in range(len(formats))]
-        print(f"[pytest-rknn] inference sample {s}", flush=True)
-        outs = rknn.inference(inputs=arrays, data_format=formats)
-        if outs is None:
-            failed.append(s)
-            continue
-        for k, out in enumerate(outs):
-            outputs[f"s{s}_o{k}"] = np.asarray(out)
+    with np.load(os.path.join(job_dir, "inputs.npz")) as data:
+        for s in range(job["samples"]):
+            arrays = [data[f"s{s}_i{i}"] for i in range(len(formats))]
+            print(f"[pytest-rknn] inference sample {s}", flush=True)
+            outs = rknn.inference(inputs=arrays, data_format=formats)
+            if outs is None:
+                failed.append(s)
+                continue
+            for k, out in enumerate(outs):
+                outputs[f"s{s}_o{k}"] = np.asarray(out)
     result["timings"]["inference"] = time.monotonic() - t0
     tmp = os.path.join(job_dir, "outputs.tmp.npz")
     np.savez(tmp, **outputs)
     os.replace(tmp, os.path.join(job_dir, "outputs.npz"))
-    rknn.release()
     result["failed_samples"] = failed
     return finish("ok")
 
 
+# ---------------------------------------------------------------- serve mode
+
+
+def serve(control_fd):
+    """Run the jobs named on stdin, one per line, until stdin closes."""
+    os.set_inheritable(control_fd, False)  # nothing the toolkit starts may hold the host's pipe open
+    control = os.fdopen(control_fd, "w", buffering=1)
+    jobs = os.fdopen(os.dup(0), "r")  # the job list; the toolkit itself gets /dev/null as stdin
+    quiet = os.open(os.devnull, os.O_RDWR)
+    os.dup2(quiet, 0)
+    for line in jobs:
+        job_dir = json.loads(line)
+        status = run_with_output_in_log(job_dir, quiet)
+        control.write(f"exit {status}\n")
+
+
+def run_with_output_in_log(job_dir, quiet):
+    """run(job_dir) with fd 1 and 2 (C-level prints included) in the job's log.txt and the job
+    folder as the current directory, as for a one-job process; the status that process would exit with."""
+    log = os.open(os.path.join(job_dir, "log.txt"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    point_output_at(log)
+    os.close(log)
+    os.chdir(job_dir)
+    try:
+        return run(job_dir)
+    except SystemExit as exc:
+        return exit_status(exc)
+    except BaseException:  # as an uncaught exception would: its traceback in the log, status 1
+        traceback.print_exc()
+        return 1
+    finally:
+        point_output_at(quiet)  # between jobs, whatever is printed goes nowhere
+
+
+def point_output_at(fd):
+    flush_all_output()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+
+
+def flush_all_output():
+    """Python's and C's buffers, so nothing of one job is written into the next job's log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    import ctypes
+
+    ctypes.CDLL(None).fflush(None)
+
+
+def exit_status(exc):
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF  # as the process's exit status: sys.exit(-1) is 255, not a signal
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1]))
+    if sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]))
+    else:
+        sys.exit(run(sys.argv[1]))

@@ -1,0 +1,383 @@
+"""The result cache: what moves a job's key, how entries are stored, found, evicted and refused, and
+end to end with the real toolkit (a warm rerun, a threshold, a calibration image, a corrupt entry,
+--rknn-no-cache, a board item of a hit)."""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import EXAMPLES, IMAGES, MODELS, write_spec
+
+from pytest_rknn.result_cache import (DEFAULT_MAX_BYTES, HIT, MANIFEST, MISS, RKNN, USED, ResultCache, key_material,
+                                      key_of, parse_size)
+
+ENVIRONMENT = ["3.11.2", ["numpy==1.26.4", "rknn-toolkit2==2.5.0"]]
+WORKER_SHA = "w" * 64
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def cache_states(report):
+    """{(spec, backend): cache} from a JSON report."""
+    return {(i["spec"], i["backend"]): i["cache"] for i in json.loads(Path(report).read_text())["items"]}
+
+
+def json_items(report):
+    return {(i["spec"], i["version"], i["backend"]): i for i in json.loads(Path(report).read_text())["items"]}
+
+
+def entries(root):
+    return sorted(p for p in Path(root).glob("??/*") if not p.name.startswith("."))
+
+
+# ---------------------------------------------------------------- the key
+
+
+def make_job(folder, model=MODELS / "cnn.onnx", calibration=("img_00.png", "img_01.png"), compressed=False,
+             **job_fields):
+    """A job folder as the runner writes it: the model and calibration files in it, job.json, inputs.npz."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model, folder / "model.onnx")
+    calib = folder / "calib"
+    calib.mkdir(exist_ok=True)
+    for name in calibration:
+        shutil.copy(IMAGES / name, calib / name)
+    (folder / "dataset.txt").write_text("".join(f"{calib / n}\n" for n in calibration))
+    job = {"model": str(folder / "model.onnx"), "target": "rk3588", "config": {"mean_values": [[0, 0, 0]]},
+           "quantize": True, "dataset": str(folder / "dataset.txt"), "rknn_name": "cnn.rknn", "verbose": False,
+           "samples": 2, "data_format": ["nhwc"], **job_fields}
+    (folder / "job.json").write_text(json.dumps(job))
+    arrays = {f"s{s}_i0": np.full((1, 32, 32, 3), s, np.uint8) for s in range(2)}
+    (np.savez_compressed if compressed else np.savez)(folder / "inputs.npz", **arrays)
+    return folder
+
+
+def key(folder, environment=ENVIRONMENT, worker=WORKER_SHA):
+    return key_of(key_material(folder, environment, worker))
+
+
+def edit_job(folder, **fields):
+    job = json.loads((folder / "job.json").read_text())
+    (folder / "job.json").write_text(json.dumps(dict(job, **fields)))
+
+
+def test_the_key_moves_with_what_decides_the_outputs_and_only_with_that(tmp_path):
+    base = key(make_job(tmp_path / "base"))
+    assert key(make_job(tmp_path / "again")) == base  # other paths, same bytes
+    assert key(make_job(tmp_path / "zip", compressed=True)) == base  # the arrays count, not the zip's bytes
+    renamed = make_job(tmp_path / "renamed")
+    edit_job(renamed, rknn_name="other.rknn")
+    assert key(renamed) == base
+
+    moved = {}
+    for field, value in [("target", "rk3566"), ("config", {"mean_values": [[1, 1, 1]]}), ("quantize", False),
+                         ("verbose", True), ("data_format", ["nchw"]), ("samples", 1)]:
+        folder = make_job(tmp_path / field)
+        edit_job(folder, **{field: value})
+        moved[field] = key(folder)
+    inputs = make_job(tmp_path / "inputs")
+    np.savez(inputs / "inputs.npz", s0_i0=np.full((1, 32, 32, 3), 0, np.uint8),
+             s1_i0=np.full((1, 32, 32, 3), 2, np.uint8))
+    moved["inputs"] = key(inputs)
+    dtype = make_job(tmp_path / "dtype")
+    np.savez(dtype / "inputs.npz", **{f"s{s}_i0": np.full((1, 32, 32, 3), s, np.float32) for s in range(2)})
+    moved["input dtype"] = key(dtype)
+    model = make_job(tmp_path / "model", model=MODELS / "two_input.onnx")
+    moved["model"] = key(model)
+    image = make_job(tmp_path / "image")
+    shutil.copy(IMAGES / "img_05.png", image / "calib" / "img_01.png")  # same path, other bytes
+    moved["calibration image"] = key(image)
+    moved["calibration order"] = key(make_job(tmp_path / "order", calibration=("img_01.png", "img_00.png")))
+    moved["environment"] = key(make_job(tmp_path / "env"), environment=["3.11.2", ["numpy==1.26.3"]])
+    moved["worker"] = key(make_job(tmp_path / "worker"), worker="v" * 64)
+    assert {name: k for name, k in moved.items() if k == base} == {}
+    assert len(set(moved.values())) == len(moved)
+
+
+def test_external_data_files_are_part_of_the_key(tmp_path):
+    model = onnx.load(str(MODELS / "cnn.onnx"))
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    onnx.save_model(model, str(folder / "with_data.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    job = make_job(tmp_path / "job", model=folder / "with_data.onnx")
+    edit_job(job, model=str(folder / "with_data.onnx"))  # next to its weights.bin
+    material = key_material(job, ENVIRONMENT, WORKER_SHA)
+    assert list(material["model"]["external_data"]) == ["weights.bin"]
+    before = key(job)
+    data = bytearray((folder / "weights.bin").read_bytes())
+    data[0] ^= 1
+    (folder / "weights.bin").write_bytes(bytes(data))
+    assert key(job) != before
+
+
+# ---------------------------------------------------------------- entries
+
+
+def fake_run(job_dir, payload=b"rknn bytes", status="ok", failed=()):
+    """What a worker leaves in a job folder."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "cnn.rknn").write_bytes(payload)
+    np.savez(job_dir / "outputs.npz", s0_o0=np.arange(6, dtype=np.float32))
+    (job_dir / "log.txt").write_text("toolkit noise\n")
+    result = {"status": status, "rknn": "cnn.rknn", "rknn_sha256": hashlib.sha256(payload).hexdigest(),
+              "timings": {"build": 1.5}, "failed_samples": list(failed), "toolkit_version": "2.5.0"}
+    (job_dir / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def test_a_stored_entry_is_found_whole_and_placed_in_the_job_folder(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    result = fake_run(tmp_path / "run")
+    cache.store("ab" * 32, tmp_path / "run", result)
+    [entry] = entries(tmp_path / "cache")
+    assert entry == cache.entry("ab" * 32) and not list((tmp_path / "cache").glob(".tmp-*"))
+    manifest = json.loads((entry / MANIFEST).read_text())
+    assert manifest["files"][RKNN] == result["rknn_sha256"]
+
+    hit = cache.load("ab" * 32, tmp_path / "job", "renamed.rknn")
+    assert hit["rknn"] == "renamed.rknn" and hit["rknn_sha256"] == result["rknn_sha256"]
+    assert hit["timings"]["build"] == 1.5 and hit["timings"]["cache"] >= 0  # as recorded, plus the look-up
+    assert sha256(tmp_path / "job" / "renamed.rknn") == result["rknn_sha256"]
+    assert json.loads((tmp_path / "job" / "result.json").read_text())["rknn"] == "renamed.rknn"
+    with np.load(tmp_path / "job" / "outputs.npz") as data:
+        assert data["s0_o0"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert cache.load("cd" * 32, tmp_path / "other", "x.rknn") is None  # never stored: a miss
+
+
+def test_failures_and_failed_samples_are_never_stored(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    cache.store("a1" * 32, tmp_path / "build", fake_run(tmp_path / "build", status="BUILD"))
+    cache.store("a2" * 32, tmp_path / "spec", fake_run(tmp_path / "spec", status="SPEC"))
+    cache.store("a3" * 32, tmp_path / "none", fake_run(tmp_path / "none", failed=[1]))
+    cache.store(None, tmp_path / "nokey", fake_run(tmp_path / "nokey"))
+    assert entries(tmp_path / "cache") == []
+
+
+def test_an_rknn_that_is_not_what_the_worker_exported_is_not_stored(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    result = fake_run(tmp_path / "run")
+    (tmp_path / "run" / "cnn.rknn").write_bytes(b"changed since")
+    with pytest.warns(Warning, match="sha256 differs"):
+        cache.store("ab" * 32, tmp_path / "run", result)
+    assert entries(tmp_path / "cache") == [] and not list((tmp_path / "cache").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("damage", ["truncated outputs", "garbage result", "missing rknn", "garbage manifest",
+                                    "manifest of another shape"])
+def test_a_damaged_entry_is_a_miss_and_is_removed(tmp_path, damage):
+    cache = ResultCache(tmp_path / "cache")
+    cache.store("ab" * 32, tmp_path / "run", fake_run(tmp_path / "run"))
+    entry = cache.entry("ab" * 32)
+    if damage == "truncated outputs":
+        data = (entry / "outputs.npz").read_bytes()
+        (entry / "outputs.npz").write_bytes(data[:len(data) // 2])
+    elif damage == "garbage result":
+        (entry / "result.json").write_text("{not json")
+    elif damage == "missing rknn":
+        (entry / RKNN).unlink()
+    elif damage == "garbage manifest":
+        (entry / MANIFEST).write_bytes(b"\x00\xff")
+    else:
+        (entry / MANIFEST).write_text("[]")
+    with pytest.warns(Warning, match="unusable, so the job runs again"):
+        assert cache.load("ab" * 32, tmp_path / "job", "cnn.rknn") is None
+    assert not entry.exists() and entries(tmp_path / "cache") == []
+
+
+def test_a_lost_race_keeps_the_first_entry_and_leaves_no_temporary_folder(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    cache.store("ab" * 32, tmp_path / "first", fake_run(tmp_path / "first", payload=b"first"))
+    cache.store("ab" * 32, tmp_path / "second", fake_run(tmp_path / "second", payload=b"second"))
+    assert (cache.entry("ab" * 32) / RKNN).read_bytes() == b"first"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["ab"]
+
+
+def test_the_least_recently_used_entries_go_when_the_cache_is_full(tmp_path):
+    cache = ResultCache(tmp_path / "cache", max_bytes=10 ** 9)
+    keys = [f"{i:02x}" * 32 for i in range(4)]
+    for i, k in enumerate(keys):
+        cache.store(k, tmp_path / f"run{i}", fake_run(tmp_path / f"run{i}", payload=bytes([i]) * 1000))
+        os.utime(cache.entry(k) / USED, (time.time() - 100 + i, time.time() - 100 + i))
+    assert cache.load(keys[0], tmp_path / "job0", "x.rknn") is not None  # the oldest, used now
+    size = sum(s for _, s, _ in cache.entries()) // 4
+    cache.max_bytes = 2 * size + size // 2  # room for two
+    stale = tmp_path / "cache" / ".tmp-left-by-a-killed-run"
+    stale.mkdir()
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    cache.evict()
+    assert [e.name for e in entries(tmp_path / "cache")] == sorted([keys[0], keys[3]])
+    assert not stale.exists()
+
+
+def test_sizes_parse_and_a_bad_size_says_what_to_write():
+    assert parse_size("2G") == DEFAULT_MAX_BYTES == parse_size("2GiB") == parse_size("2gb")
+    assert parse_size("500M") == 500 * 1024 ** 2 and parse_size("1000") == 1000
+    for bad in ("lots", "-1G", "0", ""):
+        with pytest.raises(ValueError, match="size"):
+            parse_size(bad)
+
+
+def test_an_off_cache_finds_and_stores_nothing(tmp_path):
+    cache = ResultCache(None)
+    assert not cache.enabled and cache.key_for("python", tmp_path) is None
+    assert cache.load(None, tmp_path, "x.rknn") is None
+
+
+# ---------------------------------------------------------------- end to end, real toolkit
+
+
+def test_a_warm_rerun_hits_every_spec_with_identical_results(run_pytest, tmp_path):
+    cache = tmp_path / "cache"
+    cold_report, warm_report = tmp_path / "cold.json", tmp_path / "warm.json"
+    cold, _ = run_pytest(str(EXAMPLES), f"--rknn-cache={cache}", f"--rknn-json={cold_report}")
+    warm, basetemp = run_pytest(str(EXAMPLES), f"--rknn-cache={cache}", f"--rknn-json={warm_report}")
+    cold.assert_outcomes(passed=7)
+    warm.assert_outcomes(passed=7)
+    assert set(cache_states(cold_report).values()) == {MISS} and len(entries(cache)) == 7
+    assert set(cache_states(warm_report).values()) == {HIT}
+    before, after = json_items(cold_report), json_items(warm_report)
+    for item, old in before.items():
+        new = after[item]
+        assert new["metrics"] == old["metrics"] and new["outputs"] == old["outputs"], item  # same numbers, exactly
+        assert new["fingerprint"]["rknn_sha256"] == old["fingerprint"]["rknn_sha256"], item  # the recorded .rknn
+        assert sha256(Path(new["log"]).parent / f"{item[0]}.rknn") == old["fingerprint"]["rknn_sha256"], item
+        assert new["timings"]["build"] > 0 and new["timings"]["cache"] < 5, item  # as recorded, plus the look-up
+    warm.stdout.re_match_lines([r"^spec\s+version\s+backend\s+.*outcome\s+class\s+cache$",
+                                r"^cnn\s+2\.5\.0\s+sim\s+.*passed\s+-\s+hit$"], consecutive=False)
+
+
+SPEC = """model: cnn.onnx
+inputs:
+  images: {{images: {images}/*.png, limit: {limit}}}
+convert:
+  mean_values: [[0, 0, 0]]
+  std_values: [[255, 255, 255]]
+  quantize: {{dataset: {calib}/*.png}}
+checks:
+  cosine: {{min: {min}}}
+"""
+
+
+def test_a_threshold_reruns_nothing_and_a_calibration_image_reruns_its_spec_only(run_pytest, workdir, tmp_path):
+    for name in ("calib_a", "calib_b"):
+        shutil.copytree(IMAGES, workdir / name)
+
+    def specs(threshold_b):
+        write_spec(workdir, "a", SPEC.format(images=IMAGES, limit=4, calib="calib_a", min=0.98))
+        write_spec(workdir, "b", SPEC.format(images=IMAGES, limit=3, calib="calib_b", min=threshold_b))
+
+    def run(name):
+        report = tmp_path / f"{name}.json"
+        result, _ = run_pytest(str(workdir), f"--rknn-cache={tmp_path / 'cache'}", f"--rknn-json={report}")
+        result.assert_outcomes(passed=2)
+        return cache_states(report), json_items(report)
+
+    specs(0.98)
+    first, first_items = run("first")
+    assert first == {("a", "sim"): MISS, ("b", "sim"): MISS}
+    specs(0.97)  # only a threshold
+    assert run("threshold")[0] == {("a", "sim"): HIT, ("b", "sim"): HIT}
+    shutil.copy(IMAGES / "img_09.png", workdir / "calib_a" / "img_00.png")  # same name, other content
+    changed, changed_items = run("calibration")
+    assert changed == {("a", "sim"): MISS, ("b", "sim"): HIT}
+    b = ("b", "2.5.0", "sim")
+    assert changed_items[b]["fingerprint"]["rknn_sha256"] == first_items[b]["fingerprint"]["rknn_sha256"]
+    assert len(entries(tmp_path / "cache")) == 3
+
+
+def test_a_corrupt_entry_is_a_miss_and_the_run_passes(run_pytest, workdir, tmp_path):
+    write_spec(workdir, "cnn", "model: cnn.onnx\n")
+    cache = tmp_path / "cache"
+
+    def run(name):
+        report = tmp_path / f"{name}.json"
+        result, _ = run_pytest(str(workdir), f"--rknn-cache={cache}", f"--rknn-json={report}")
+        result.assert_outcomes(passed=1)
+        return result, cache_states(report)[("cnn", "sim")], json_items(report)[("cnn", "2.5.0", "sim")]
+
+    _, state, first = run("first")
+    assert state == MISS
+    [entry] = entries(cache)
+    data = (entry / "outputs.npz").read_bytes()
+    (entry / "outputs.npz").write_bytes(data[: len(data) // 3])
+    result, state, again = run("truncated")
+    assert state == MISS and again["metrics"] == first["metrics"]
+    result.stdout.fnmatch_lines(["*result cache: entry * is unusable, so the job runs again*"])
+    [entry] = entries(cache)  # stored again, whole
+    (entry / "result.json").write_text("garbage")
+    assert run("garbage")[1] == MISS
+    assert run("whole again")[1] == HIT
+
+
+def test_no_cache_runs_the_worker_and_the_ini_twins_work(run_pytest, tmp_path, pytester):
+    shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
+    write_spec(pytester.path, "cnn", "model: cnn.onnx\n")
+    pytester.makeini("[pytest]\nrknn_cache = from-ini\n")  # relative to the ini file's folder
+    report = tmp_path / "r.json"
+    result, _ = run_pytest(f"--rknn-json={report}", shared_cache=False)
+    result.assert_outcomes(passed=1)
+    assert cache_states(report) == {("cnn", "sim"): MISS} and len(entries(pytester.path / "from-ini")) == 1
+    for how in (["--rknn-no-cache"], ["-o", "rknn_no_cache=true"]):
+        result, _ = run_pytest(f"--rknn-json={report}", *how, shared_cache=False)
+        result.assert_outcomes(passed=1)
+        [item] = json.loads(report.read_text())["items"]
+        assert item["cache"] == "off" and "cache" not in item["timings"] and item["timings"]["build"] > 0, how
+        result.stdout.re_match_lines([r"^spec\s+version\s+backend\s+.*outcome\s+class$"])  # no cache column when off
+    assert len(entries(pytester.path / "from-ini")) == 1
+
+
+def test_bad_cache_options_are_usage_errors(run_pytest, tmp_path):
+    (tmp_path / "plain").write_text("a file")
+    result, _ = run_pytest(f"--rknn-cache={tmp_path / 'plain'}")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines([f"*--rknn-cache: {tmp_path / 'plain'} is a file; give a folder*"])
+    result, _ = run_pytest("--rknn-cache-size=lots")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--rknn-cache-size: 'lots' is not a size (write e.g. 2G*"])
+
+
+def test_a_board_item_of_a_cache_hit_runs_the_cached_rknn(board_pytest, pytester, tmp_path):
+    shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
+    write_spec(pytester.path, "cnn", "model: cnn.onnx\n")
+    cache = tmp_path / "cache"
+    runs = []
+    for name in ("cold", "warm"):
+        report = tmp_path / f"{name}.json"
+        result, _ = board_pytest(f"--rknn-cache={cache}", f"--rknn-json={report}")
+        result.assert_outcomes(passed=2)
+        runs.append(json_items(report))
+    cold, warm = runs
+    sim, board = ("cnn", "2.5.0", "sim"), ("cnn", "2.5.0", "board")
+    assert (cold[sim]["cache"], warm[sim]["cache"], warm[board]["cache"]) == (MISS, HIT, HIT)
+    [entry] = entries(cache)
+    recorded = json.loads((entry / MANIFEST).read_text())["files"][RKNN]
+    assert warm[board]["fingerprint"]["rknn_sha256"] == warm[sim]["fingerprint"]["rknn_sha256"] == recorded
+    assert cold[sim]["fingerprint"]["rknn_sha256"] == recorded
+    inits = [call["sha256"] for call in board_pytest.board.calls() if call["event"] == "rknn_init"]
+    assert inits == [recorded, recorded]  # the board ran the recorded artifact, in both runs
+
+
+def test_xdist_workers_racing_for_one_key_leave_one_whole_entry(run_pytest, workdir, tmp_path):
+    """Two specs with the same content, in two xdist workers at once: both store the same key, one wins,
+    no temporary folder stays, and the next run hits for both."""
+    for name in ("twin_a", "twin_b"):
+        write_spec(workdir, name, "model: cnn.onnx\n")
+    cache = tmp_path / "cache"
+    states = []
+    for name in ("cold", "warm"):
+        report = tmp_path / f"{name}.json"
+        result, _ = run_pytest(str(workdir), "-n", "2", f"--rknn-cache={cache}", f"--rknn-json={report}")
+        result.assert_outcomes(passed=2)
+        states.append(cache_states(report))
+    assert set(states[0].values()) <= {MISS, HIT} and states[1] == {("twin_a", "sim"): HIT, ("twin_b", "sim"): HIT}
+    assert len(entries(cache)) == 1 and not list(cache.glob(".tmp-*")) and not list(cache.glob("??/.trash-*"))
