@@ -167,6 +167,7 @@ def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, 
     try:
         result, basetemp = run_pytest(f"--rknn-toolkit=2.5.0={wrapper},9.9.9", f"--rknn-toolkit-cache={tmp_path}",
                                       "--rknn-timeout=2", "-c", "sub/pytest.ini", "--rknn-jobs=1",
+                                      "--rknn-no-cache",  # every job on a real worker: its pid, its group
                                       "--rknn-html=out/x.html", str(pytester.path))
         jobs = {spec: job_dirs(basetemp, spec)["2.5.0"]
                 for spec in ("default_timeout", "short_timeout", "long_timeout")}
