@@ -81,10 +81,11 @@ def test_with_two_jobs_the_second_specs_job_starts_before_the_first_item_finishe
         events[jobs] = {(kind, spec): (float(when), thread)
                         for kind, spec, when, thread in (line.split() for line in lines if line)}
         events[jobs]["started", "b"] = (job_started(basetemp, "b"), "-")
-    # Two jobs: b's job started before a's item finished, and both were built on the pool's threads.
+    # Two jobs: b's job started before a's item finished, on a pool thread. (a's job is computed by
+    # whichever thread asks first: the pool's, or the item's own when it gets there before the pool.)
     two = events[2]
     assert two["started", "b"][0] < two["finished", "a"][0]
-    assert two["built", "a"][1].startswith("rknn-job") and two["built", "b"][1].startswith("rknn-job")
+    assert two["built", "b"][1].startswith("rknn-job")
     # One job: today's order, nothing runs ahead; the item's own thread builds.
     one = events[1]
     assert one["finished", "a"][0] < one["built", "b"][0]
