@@ -30,6 +30,7 @@ import numpy as np
 
 from .atomic import write_atomic
 from .errors import RknnWarning
+from .onnx_model import file_sha256
 from .toolkit.client import WORKER
 
 FORMAT = 1  # bump when the entry layout or the key material changes
@@ -50,14 +51,6 @@ _ENV_SCRIPT = ("import importlib.metadata as m, json, sys; "
 
 class Corrupt(Exception):
     """An entry that is not whole: a missing file, or one whose bytes do not match the manifest."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def external_data_files(model_path: Path) -> List[str]:
@@ -82,8 +75,8 @@ def external_data_files(model_path: Path) -> List[str]:
 
 def model_digest(model_path: Path) -> dict:
     folder = Path(model_path).parent
-    return {"onnx": sha256_file(model_path),
-            "external_data": {name: sha256_file(folder / name) for name in external_data_files(model_path)}}
+    return {"onnx": file_sha256(model_path),
+            "external_data": {name: file_sha256(folder / name) for name in external_data_files(model_path)}}
 
 
 def inputs_digest(inputs_npz: Path) -> str:
@@ -103,7 +96,7 @@ def dataset_digest(dataset: Optional[str]) -> Optional[List[List[Tuple[str, str]
     if not dataset:
         return None
     rows = [line.split(" ") for line in Path(dataset).read_text().splitlines() if line.strip()]
-    return [[(Path(p).suffix.lower(), sha256_file(Path(p))) for p in row] for row in rows]
+    return [[(Path(p).suffix.lower(), file_sha256(Path(p))) for p in row] for row in rows]
 
 
 def key_material(job_dir: Path, environment: list, worker_sha256: str) -> dict:
@@ -169,7 +162,7 @@ class ResultCache:
         self.max_bytes = max_bytes
         self._environments: Dict[str, list] = {}
         self._lock = threading.Lock()
-        self._worker_sha256 = sha256_file(WORKER)
+        self._worker_sha256 = file_sha256(WORKER)
 
     @property
     def enabled(self) -> bool:
@@ -231,7 +224,7 @@ class ResultCache:
         if manifest.get("format") != FORMAT:
             raise Corrupt(f"format {manifest.get('format')}, not {FORMAT}")
         for name, expected in manifest["files"].items():
-            if sha256_file(entry / name) != expected:
+            if file_sha256(entry / name) != expected:
                 raise Corrupt(f"{name} does not match its sha256 in {MANIFEST}")
         if set(manifest["files"]) != set(FILES) | {RKNN}:
             raise Corrupt(f"{MANIFEST} lists {sorted(manifest['files'])}")
@@ -255,7 +248,7 @@ class ResultCache:
             for name in FILES:
                 shutil.copyfile(job_dir / name, temp / name)
             shutil.copyfile(job_dir / result["rknn"], temp / RKNN)
-            files = {name: sha256_file(temp / name) for name in (*FILES, RKNN)}
+            files = {name: file_sha256(temp / name) for name in (*FILES, RKNN)}
             if files[RKNN] != result.get("rknn_sha256"):
                 raise OSError(f"{result['rknn']} changed since the worker exported it (sha256 differs)")
             write_atomic(temp / MANIFEST, json.dumps({"format": FORMAT, "key": key, "files": files}, indent=1))

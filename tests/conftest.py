@@ -64,6 +64,18 @@ def run_pytest(pytester, toolkit_cache, result_cache, tmp_path_factory, monkeypa
     return run
 
 
+# A toolkit Python whose worker starts a child in its own process group first: a stand-in for the processes
+# the toolkit may start or leave. The version check (`python -c ...`) goes straight through.
+CHILD_WRAPPER = """#!/bin/sh
+case "$1" in
+  */pytest_rknn/toolkit/worker.py)
+    sleep 300 &
+    echo $! > "$PWD/child.pid" ;;
+esac
+exec {python} "$@"
+"""
+
+
 def alive(pid) -> bool:
     """Running (a zombie waiting to be reaped is dead)."""
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import EXAMPLES, FIXTURES, MODELS, alive, job_dirs, write_spec
+from conftest import CHILD_WRAPPER, EXAMPLES, FIXTURES, MODELS, alive, job_dirs, write_spec
 
 from pytest_rknn.toolkit.envs import Provisioner, ToolkitRequest
 
@@ -130,18 +130,6 @@ def test_each_failure_gets_its_class_and_one_line_and_the_rest_still_run(run_pyt
     assert "Traceback" not in without_log_tails and "pytest_rknn/" not in out
 
 
-# A toolkit Python whose worker first starts a child in its own process group: a stand-in for the processes
-# the toolkit may start. The version check (`python -c ...`) goes straight through.
-GROUP_WRAPPER = """#!/bin/sh
-case "$1" in
-  */pytest_rknn/toolkit/worker.py)
-    sleep 300 &
-    echo $! > "$PWD/child.pid" ;;
-esac
-exec {python} "$@"
-"""
-
-
 def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, pytester, toolkit_cache, tmp_path):
     """One run for the per-job options: --rknn-timeout against a spec's `timeout:`, the process group kill,
     an existing environment named by path next to a version that cannot be provisioned, a quiet toolkit log
@@ -159,7 +147,7 @@ def test_a_hung_worker_is_a_timeout_and_its_process_group_is_killed(run_pytest, 
     write_spec(pytester.path, "long_timeout", "model: cnn.onnx\ntimeout: 600\n")
     python = Provisioner(toolkit_cache).python_for(ToolkitRequest("2.5.0"))
     wrapper = pytester.path / "toolkit-python"
-    wrapper.write_text(GROUP_WRAPPER.format(python=shlex.quote(python)))
+    wrapper.write_text(CHILD_WRAPPER.format(python=shlex.quote(python)))
     wrapper.chmod(0o755)
     (pytester.path / "sub").mkdir()
     (pytester.path / "sub" / "pytest.ini").write_text("[pytest]\nrknn_json = out/r.json\n")

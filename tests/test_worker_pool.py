@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, MODELS, alive, job_dirs, write_spec
+from conftest import CHILD_WRAPPER, EXAMPLES, MODELS, alive, job_dirs, write_spec
 
 from pytest_rknn.errors import ENV, TIMEOUT, RknnError
 from pytest_rknn.toolkit import client
@@ -148,17 +148,6 @@ def test_a_python_without_the_toolkit_is_env_and_its_worker_is_not_kept(example_
                     r"No module named 'rknn'", failure.value.message)
     assert "Traceback" in (job / "log.txt").read_text()  # the import failure is in that job's log
     assert not alive(worker_pid(job))
-
-
-# A toolkit Python whose worker has a child in its process group: a stand-in for a process the toolkit leaves.
-CHILD_WRAPPER = """#!/bin/sh
-case "$1" in
-  */pytest_rknn/toolkit/worker.py)
-    sleep 300 &
-    echo $! > "$PWD/child.pid" ;;
-esac
-exec {python} "$@"
-"""
 
 
 def test_what_a_job_leaves_in_the_workers_group_dies_with_the_job_and_a_dead_idle_worker_is_replaced(
