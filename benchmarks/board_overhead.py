@@ -44,10 +44,9 @@ def build_artifact(work: Path):
                            "inputs": {"images": {"random": [0, 255], "count": max(COUNTS)}},
                            "convert": {"mean_values": [[0, 0, 0]], "std_values": [[255, 255, 255]]}})
     runner = RknnRunner(Provisioner(default_cache_dir()), [ToolkitRequest(VERSION)], work)
-    prepared = runner.prepare(spec)
-    simulated = runner.simulate(spec, prepared, VERSION)
-    rknn = simulated.job_dir / simulated.result["rknn"]
-    return spec, prepared.inputs, rknn, simulated.result["rknn_sha256"]
+    staged = runner.stage(spec)
+    simulated = runner.simulate(spec, staged, VERSION)
+    return spec, staged.inputs, simulated.rknn_path, simulated.result["rknn_sha256"]
 
 
 def subset(inputs: InputSet, count: int) -> InputSet:

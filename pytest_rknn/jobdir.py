@@ -10,17 +10,21 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from .inputs import InputSet
 
 
+def input_arrays(inputs: InputSet) -> Dict[str, np.ndarray]:
+    """inputs.npz's arrays, by name."""
+    return {f"s{s}_i{i}": array for s, sample in enumerate(inputs.samples) for i, array in enumerate(sample)}
+
+
 def write_job(job_dir: Path, job: dict, inputs: InputSet) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {f"s{s}_i{i}": array for s, sample in enumerate(inputs.samples) for i, array in enumerate(sample)}
-    np.savez(job_dir / "inputs.npz", **arrays)
+    np.savez(job_dir / "inputs.npz", **input_arrays(inputs))
     job = dict(job, samples=len(inputs), data_format=[layout or "nchw" for layout in inputs.layouts])
     (job_dir / "job.json").write_text(json.dumps(job, indent=1))
 

@@ -19,7 +19,6 @@ from .items import RECORD_ATTRIBUTE
 from .jobdir import trim
 from .options import get_option
 from .report import summary_table
-from .report_html import write_html_report
 from .report_json import report_document, write_json_report
 from .result import describe_exception, json_safe
 
@@ -96,7 +95,7 @@ class SessionRecords:
                 "baseline NOT updated", lambda: self._update_baseline(session.exitstatus)):
             self.failed = True
         for what, path, write in (("JSON report", settings.json_path, write_json_report),
-                                  ("HTML report", settings.html_path, write_html_report)):
+                                  ("HTML report", settings.html_path, _write_html_report)):
             if path is None:
                 continue
             if self.attempt(f"{what} NOT written to {path}", lambda: write(path, self.document())):
@@ -140,3 +139,9 @@ def passed_job_folders(records: List[dict]) -> List[Path]:
     spec_folders = {Path(r["log"]).parent.parent for r in records if r.get("log") and r.get("outcome") == "passed"}
     return sorted(job for folder in spec_folders if folder.is_dir() and folder.name.rsplit("-", 1)[0] not in kept
                   for job in folder.iterdir() if job.is_dir())
+
+
+def _write_html_report(path: Path, document: dict) -> None:
+    from .report_html import write_html_report  # its charts and images are not needed without --rknn-html
+
+    write_html_report(path, document)

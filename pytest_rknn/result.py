@@ -90,6 +90,8 @@ class RunResult:
     traceback: Optional[str] = None  # INTERNAL results: where the unexpected exception came from
     cache: str = "off"  # the simulator job came from the result cache (hit), was not found there and ran (miss),
     # or neither (off: the cache is off, or the job failed without a result)
+    measurement_cache: str = "off"  # sim items: the judge's measurement came from the result cache (hit: no
+    # worker, no onnxruntime), was measured and stored (miss), or neither (off; board items are never cached)
 
     def fail_with(self, exc: Exception) -> None:
         """Fail the result for this exception: an RknnError's class and message, else INTERNAL."""
@@ -145,6 +147,7 @@ class RunResult:
             "log_tail": self.log_tail,
             "traceback": self.traceback,
             "cache": self.cache,
+            "measurement_cache": self.measurement_cache,
         }
 
     @property

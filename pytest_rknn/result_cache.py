@@ -5,11 +5,14 @@ not, so they are never part of the key): the ONNX model and its external data fi
 without paths and names, the input arrays, the calibration files' contents, the toolkit
 environment's packages and the worker's code. Checks and thresholds are not in it.
 
-An entry is a folder `ROOT/ab/KEY/` holding result.json, outputs.npz, log.txt, model.rknn, the
-manifest `entry.json` (the sha256 of every file) and `last_used`, touched on every hit. It is
-written in a temporary folder beside it and renamed into place, so a reader sees a whole entry
-or none; an entry whose files do not match its manifest is a miss and is removed. When the cache
-outgrows its limit, the least recently used entries go first.
+A job's entry is a folder `ROOT/ab/KEY/` holding result.json, outputs.npz, log.txt, model.rknn, the
+manifest `entry.json` (the sha256 of every file) and `last_used`, touched on every hit. The judge's
+measurements of a job (metrics, detection figures and pictures; not the verdict, which the
+thresholds decide) are entries of their own under `ROOT/measurements/`, so a warm rerun neither
+starts a worker nor runs onnxruntime (see measurement.py). Entries are written in a temporary
+folder beside them and renamed into place, so a reader sees a whole entry or none; an entry whose
+files do not match its manifest is a miss and is removed. When the cache outgrows its limit, the
+least recently used entries go first, jobs and measurements alike.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 
 from .atomic import write_atomic
 from .errors import RknnWarning
-from .onnx_model import file_sha256
+from .onnx_model import ModelInfo, file_sha256, read_model_info
 from .toolkit.client import WORKER
 
 FORMAT = 1  # bump when the entry layout or the key material changes
@@ -40,6 +43,10 @@ FILES = ("outputs.npz", "log.txt", "result.json")
 RKNN = "model.rknn"
 MANIFEST = "entry.json"
 USED = "last_used"
+MODELS = "models"  # ROOT/models/SHA256.json: a model's facts (onnx_model.model_info)
+MEASUREMENTS = "measurements"  # ROOT/measurements/ab/KEY/: measurement.json and the pictures
+MEASUREMENT = "measurement.json"
+ENVIRONMENTS = "environments"  # ROOT/environments/NAME.json: a toolkit environment's packages, by signature
 STALE_TEMP_SECONDS = 3600.0  # a temporary folder this old is left from a run that was killed
 NOT_IN_KEY = ("model", "dataset", "rknn_name")  # paths and names: they do not decide the outputs
 
@@ -53,40 +60,26 @@ class Corrupt(Exception):
     """An entry that is not whole: a missing file, or one whose bytes do not match the manifest."""
 
 
-def external_data_files(model_path: Path) -> List[str]:
-    """The external data files an ONNX model names (relative to its folder), sorted."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    graphs, locations = [model.graph], set()
-    while graphs:
-        graph = graphs.pop()
-        tensors = list(graph.initializer)
-        for node in graph.node:
-            for attribute in node.attribute:
-                tensors += [attribute.t] if attribute.HasField("t") else []
-                tensors += list(attribute.tensors)
-                graphs += ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
-        for tensor in tensors:
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                locations.update(e.value for e in tensor.external_data if e.key == "location")
-    return sorted(locations)
-
-
-def model_digest(model_path: Path) -> dict:
+def model_digest(model_path: Path, model: Optional[ModelInfo] = None) -> dict:
+    """The model's bytes and its external data files' (from `model`, the model's facts, when given)."""
+    model = model or read_model_info(Path(model_path))
     folder = Path(model_path).parent
-    return {"onnx": file_sha256(model_path),
-            "external_data": {name: file_sha256(folder / name) for name in external_data_files(model_path)}}
+    return {"onnx": model.sha256, "external_data": {name: file_sha256(folder / name) for name in model.external_data}}
 
 
 def inputs_digest(inputs_npz: Path) -> str:
     """The arrays of inputs.npz (name, dtype, shape, bytes), not the zip's bytes."""
-    digest = hashlib.sha256()
     with np.load(inputs_npz, allow_pickle=False) as data:
-        for name in sorted(data.files):
-            array = np.ascontiguousarray(data[name])
-            digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-            digest.update(array.tobytes())
+        return arrays_digest({name: data[name] for name in data.files})
+
+
+def arrays_digest(arrays: Dict[str, np.ndarray]) -> str:
+    """What inputs_digest gives for an inputs.npz holding `arrays`, from the arrays in memory."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
@@ -99,14 +92,17 @@ def dataset_digest(dataset: Optional[str]) -> Optional[List[List[Tuple[str, str]
     return [[(Path(p).suffix.lower(), file_sha256(Path(p))) for p in row] for row in rows]
 
 
-def key_material(job_dir: Path, environment: list, worker_sha256: str) -> dict:
-    """Everything that decides a job's outputs, as plain JSON."""
+def key_material(job_dir: Path, environment: list, worker_sha256: str, inputs: Optional[str] = None,
+                 model: Optional[ModelInfo] = None) -> dict:
+    """Everything that decides a job's outputs, as plain JSON. `inputs`: arrays_digest of the job's
+    inputs, and `model`: the model's facts, when the caller has them at hand (else inputs.npz and
+    the model are read)."""
     job = json.loads((job_dir / "job.json").read_text())
     return {
         "format": FORMAT,
         "job": {k: v for k, v in sorted(job.items()) if k not in NOT_IN_KEY},
-        "model": model_digest(Path(job["model"])),
-        "inputs": inputs_digest(job_dir / "inputs.npz"),
+        "model": model_digest(Path(job["model"]), model),
+        "inputs": inputs or inputs_digest(job_dir / "inputs.npz"),
         "dataset": dataset_digest(job.get("dataset")),
         "environment": environment,
         "worker": worker_sha256,
@@ -115,6 +111,20 @@ def key_material(job_dir: Path, environment: list, worker_sha256: str) -> dict:
 
 def key_of(material: dict) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def environment_signature(python: str) -> Optional[dict]:
+    """What changes whenever a virtualenv's Python or packages change, read without starting it: its
+    pyvenv.cfg and the names (with versions) of its site-packages' entries. None when `python` is not
+    in a virtualenv laid out as venv makes them."""
+    prefix = Path(python).parent.parent
+    config = prefix / "pyvenv.cfg"
+    site = sorted(prefix.glob("lib/python*/site-packages"))
+    if not config.is_file() or len(site) != 1:
+        return None
+    return {"python": str(Path(python).absolute()), "pyvenv.cfg": config.read_text(),
+            "site-packages": sorted(entry.name for entry in site[0].iterdir()),
+            "mtime_ns": site[0].stat().st_mtime_ns}
 
 
 def environment_of(python: str) -> list:
@@ -168,12 +178,14 @@ class ResultCache:
     def enabled(self) -> bool:
         return self.root is not None
 
-    def key_for(self, python: str, job_dir: Path) -> Optional[str]:
-        """The job's key, or None (with a warning) when one of its parts cannot be read."""
+    def key_for(self, python: str, job_dir: Path, inputs: Optional[str] = None,
+                model: Optional[ModelInfo] = None) -> Optional[str]:
+        """The job's key, or None (with a warning) when one of its parts cannot be read. `inputs` and
+        `model`: as for key_material."""
         if not self.enabled:
             return None
         try:
-            return key_of(key_material(job_dir, self._environment(python), self._worker_sha256))
+            return key_of(key_material(job_dir, self._environment(python), self._worker_sha256, inputs, model))
         except Exception as exc:  # an unreadable model or calibration file, a broken environment
             _warn(f"no key for {job_dir}, so it is neither looked up nor stored: {exc}")
             return None
@@ -181,22 +193,54 @@ class ResultCache:
     def _environment(self, python: str) -> list:
         with self._lock:
             if python not in self._environments:
-                self._environments[python] = environment_of(python)
+                self._environments[python] = self._recorded_environment(python)
             return self._environments[python]
+
+    def _recorded_environment(self, python: str) -> list:
+        """environment_of(python), which starts that Python, kept on disk while the environment's
+        signature stays the same (a warm rerun must not start a Python per version)."""
+        signature = environment_signature(python)
+        if signature is None:
+            return environment_of(python)
+        record = self.root / ENVIRONMENTS / f"{hashlib.sha256(signature['python'].encode()).hexdigest()[:16]}.json"
+        try:
+            stored = json.loads(record.read_text())
+            if stored["signature"] == signature:
+                return stored["environment"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # none yet, or unreadable: ask the Python
+        environment = environment_of(python)
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(record, json.dumps({"signature": signature, "environment": environment}))
+        except OSError:
+            pass  # asked again next time
+        return environment
+
+    @property
+    def models_folder(self) -> Optional[Path]:
+        return self.root / MODELS if self.enabled else None
 
     def entry(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    def measurement_entry(self, key: str) -> Path:
+        return self.root / MEASUREMENTS / key[:2] / key
+
     # ------------------------------------------------------------ look up
 
-    def load(self, key: Optional[str], job_dir: Path, rknn_name: str) -> Optional[dict]:
+    def load(self, key: Optional[str], job_dir: Path, rknn_name: str, outputs: bool = True) -> Optional[dict]:
         """On a hit, the stored files go into job_dir and the stored result.json is returned (with
-        `rknn` renamed to rknn_name); None on a miss. A corrupt entry is a miss and is removed."""
+        `rknn` renamed to rknn_name); None on a miss. Without `outputs`, outputs.npz is neither checked
+        nor placed (see load_outputs). A corrupt entry is a miss and is removed."""
         if key is None or not self.entry(key).is_dir():
             return None
         entry, started = self.entry(key), time.monotonic()
+        names = [*FILES, RKNN] if outputs else [n for n in (*FILES, RKNN) if n != "outputs.npz"]
         try:
-            self._verify(entry)
+            manifest = self._verify(entry, names)
+            if set(manifest["files"]) != set(FILES) | {RKNN}:
+                raise Corrupt(f"{MANIFEST} lists {sorted(manifest['files'])}")
             result = json.loads((entry / "result.json").read_text())
         except (OSError, ValueError, KeyError, TypeError, AttributeError, Corrupt) as exc:  # any damage
             _warn(f"entry {entry} is unusable, so the job runs again: {exc}")
@@ -205,29 +249,86 @@ class ResultCache:
         result["rknn"] = rknn_name
         result["timings"] = dict(result.get("timings", {}), cache=time.monotonic() - started)
         try:
-            self._place_all(entry, job_dir, result)
+            self._place_all(entry, job_dir, result, outputs)
         except OSError as exc:  # e.g. evicted by another run since it was checked
             _warn(f"cannot copy entry {entry} into {job_dir}, so the job runs again: {exc}")
             return None
         return result
 
-    def _place_all(self, entry: Path, job_dir: Path, result: dict) -> None:
+    def load_outputs(self, key: Optional[str], job_dir: Path) -> bool:
+        """outputs.npz of a hit that load(outputs=False) placed; False (and the job runs again) when the
+        entry has gone or is damaged since."""
+        if key is None or not self.entry(key).is_dir():
+            return False
+        entry = self.entry(key)
+        try:
+            self._verify(entry, ["outputs.npz"])
+            _link(entry / "outputs.npz", job_dir / "outputs.npz")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, Corrupt) as exc:
+            _warn(f"entry {entry} is unusable, so the job runs again: {exc}")
+            self.discard(entry)
+            return False
+        return True
+
+    def _place_all(self, entry: Path, job_dir: Path, result: dict, outputs: bool) -> None:
         job_dir.mkdir(parents=True, exist_ok=True)
-        _link(entry / "outputs.npz", job_dir / "outputs.npz")  # the large one; nothing writes into it
+        if outputs:
+            _link(entry / "outputs.npz", job_dir / "outputs.npz")  # the large one; nothing writes into it
         shutil.copyfile(entry / "log.txt", job_dir / "log.txt")
         shutil.copyfile(entry / RKNN, job_dir / result["rknn"])  # a copy: a hook may change its artifact
         write_atomic(job_dir / "result.json", json.dumps(result, indent=1))
         (entry / USED).touch()
 
-    def _verify(self, entry: Path) -> None:
+    def _verify(self, entry: Path, names) -> dict:
+        """The entry's manifest, once the files `names` are checked against it."""
         manifest = json.loads((entry / MANIFEST).read_text())
         if manifest.get("format") != FORMAT:
             raise Corrupt(f"format {manifest.get('format')}, not {FORMAT}")
-        for name, expected in manifest["files"].items():
-            if file_sha256(entry / name) != expected:
+        for name in names:
+            if name not in manifest["files"]:
+                raise Corrupt(f"{MANIFEST} does not list {name}")
+            if file_sha256(entry / name) != manifest["files"][name]:
                 raise Corrupt(f"{name} does not match its sha256 in {MANIFEST}")
-        if set(manifest["files"]) != set(FILES) | {RKNN}:
-            raise Corrupt(f"{MANIFEST} lists {sorted(manifest['files'])}")
+        return manifest
+
+    # ------------------------------------------------------------ measurements
+
+    def load_measurement(self, key: Optional[str], job_dir: Path) -> Optional[dict]:
+        """A stored measurement, its files (the detection check's pictures) copied into job_dir under
+        the names they were stored with; None on a miss. A corrupt entry is a miss and is removed."""
+        if key is None or not self.measurement_entry(key).is_dir():
+            return None
+        entry = self.measurement_entry(key)
+        try:
+            manifest = json.loads((entry / MANIFEST).read_text())
+            manifest = self._verify(entry, list(manifest["files"]))
+            record = json.loads((entry / MEASUREMENT).read_text())
+            for name in manifest["files"]:
+                if name != MEASUREMENT:
+                    (job_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(entry / name, job_dir / name)
+            (entry / USED).touch()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, Corrupt) as exc:
+            _warn(f"measurement {entry} is unusable, so it is measured again: {exc}")
+            self.discard(entry)
+            return None
+        return record
+
+    def store_measurement(self, key: Optional[str], record: dict, job_dir: Path, files: List[str]) -> None:
+        """Keep a measurement with its files (paths relative to job_dir)."""
+        if key is None:
+            return
+        try:
+            record_file = Path(tempfile.mkdtemp(prefix=".tmp-record-", dir=self._ensure_root())) / MEASUREMENT
+            record_file.write_text(json.dumps(record))
+            sources = {MEASUREMENT: record_file, **{name: job_dir / name for name in files}}
+            try:
+                self._write_entry(self.measurement_entry(key), key, sources)
+            finally:
+                shutil.rmtree(record_file.parent, ignore_errors=True)
+            self.evict()
+        except OSError as exc:
+            _warn(f"cannot store the measurement of {job_dir} in {self.root}: {exc}")
 
     # ------------------------------------------------------------ store
 
@@ -242,21 +343,29 @@ class ResultCache:
             _warn(f"cannot store {job_dir} in {self.root}: {exc}")
 
     def _store(self, key: str, job_dir: Path, result: dict) -> None:
+        sources = {**{name: job_dir / name for name in FILES}, RKNN: job_dir / result["rknn"]}
+        self._write_entry(self.entry(key), key, sources, rknn_sha256=result.get("rknn_sha256"))
+
+    def _ensure_root(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=self.root))
+        return self.root
+
+    def _write_entry(self, entry: Path, key: str, sources: Dict[str, Path], rknn_sha256: Optional[str] = None) -> None:
+        """Copy `sources` (entry name -> file) into a temporary folder, then rename it to `entry`."""
+        temp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=self._ensure_root()))
         try:
-            for name in FILES:
-                shutil.copyfile(job_dir / name, temp / name)
-            shutil.copyfile(job_dir / result["rknn"], temp / RKNN)
-            files = {name: file_sha256(temp / name) for name in (*FILES, RKNN)}
-            if files[RKNN] != result.get("rknn_sha256"):
-                raise OSError(f"{result['rknn']} changed since the worker exported it (sha256 differs)")
+            for name, source in sources.items():
+                (temp / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, temp / name)
+            files = {name: file_sha256(temp / name) for name in sources}
+            if rknn_sha256 is not None and files[RKNN] != rknn_sha256:
+                raise OSError(f"{sources[RKNN].name} changed since the worker exported it (sha256 differs)")
             write_atomic(temp / MANIFEST, json.dumps({"format": FORMAT, "key": key, "files": files}, indent=1))
             (temp / USED).touch()
-            self.entry(key).parent.mkdir(exist_ok=True)
-            os.rename(temp, self.entry(key))  # atomic; fails if another run stored this key first
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(temp, entry)  # atomic; fails if another run stored this key first
         except OSError:
-            if not self.entry(key).is_dir():
+            if not entry.is_dir():
                 raise
         finally:
             shutil.rmtree(temp, ignore_errors=True)  # gone after the rename; a lost race leaves it
@@ -275,11 +384,11 @@ class ResultCache:
     def entries(self) -> List[Tuple[float, int, Path]]:
         """(last used, bytes, folder) of every whole entry."""
         found = []
-        for entry in self.root.glob("??/*"):
+        for entry in [*self.root.glob("??/*"), *self.root.glob(f"{MEASUREMENTS}/??/*")]:
             if entry.name.startswith("."):
                 continue
             try:
-                size = sum(f.stat().st_size for f in entry.iterdir())
+                size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
                 found.append(((entry / USED).stat().st_mtime, size, entry))
             except OSError:
                 continue  # being removed by another run
@@ -289,7 +398,8 @@ class ResultCache:
         """Least recently used entries go until the cache holds at most max_bytes; temporary folders
         left by killed runs go too."""
         now = time.time()
-        for temp in [*self.root.glob(".tmp-*"), *self.root.glob("??/.trash-*")]:
+        for temp in [*self.root.glob(".tmp-*"), *self.root.glob("??/.trash-*"),
+                     *self.root.glob(f"{MEASUREMENTS}/??/.trash-*")]:
             try:
                 if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
                     shutil.rmtree(temp, ignore_errors=True)

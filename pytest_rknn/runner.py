@@ -1,15 +1,17 @@
-"""Runs a spec for one toolkit version and backend: inputs, reference, worker, metrics, checks.
+"""Runs a spec for one toolkit version and backend: stage the inputs, run the backends, judge.
 
-The reference runs once per spec (per distinct per-version spec), the worker once per
-(spec, version); both are cached for the session so every backend compares the same arrays.
-The caches are safe from threads: a job the scheduler runs ahead and the item that needs it
-share one computation per key (see `_once`).
+The stages of a spec are computed once per key and shared by its items: the inputs per spec (per
+distinct per-version spec), onnxruntime's reference per spec, the simulator job per (spec, version),
+the board job per (spec, version), the judged result per item. They are safe from threads: a job
+the scheduler runs ahead and the item that needs it share one computation per key (see `_once`).
+
+With the result cache on, a simulator item whose job and measurement are both stored is judged
+from the stored measurement: no worker, no onnxruntime (see measurement.py).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import threading
 import time
 from concurrent.futures import Future
@@ -18,85 +20,73 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-import numpy as np
-
-from .board.preflight import check_target
+from . import judge, measurement
+from .backends import Executed, Job
+from .backends.board import BOARD, BoardBackend
+from .backends.onnxruntime import OnnxRuntimeBackend
+from .backends.simulator import SIM, SimulatorBackend, WrittenJob
 from .board.session import BoardPool
-from .checks import evaluate
 from .comparisons import Comparisons
-from .detection.check import DetectionSetup, Detections, detect, run_detection_check
+from .detection.check import detect
 from .detection.check import setup as detection_setup
 from .early_checks import check_before_build
 from .errors import ACCURACY, BUILD, CRASH, SPEC, TIMEOUT, RknnError, SpecError
 from .fingerprint import host_versions
 from .inputs import InputSet, prepare_inputs
-from .jobdir import read_outputs, write_job
-from .logs import error_lines, log_tail, read_log
-from .metrics import compare_outputs
-from .onnx_model import ModelInfo, read_model_info
-from .reference import run_reference
+from .judge import Reference
+from .onnx_model import ModelInfo, model_info
 from .result import RunResult, format_cosine
 from .result_cache import HIT, MISS, OFF, ResultCache
-from .spec import PYTHON_SPEC, QuantizeSpec, Spec, load_spec, spec_from_dict, spec_name
-from .toolkit.calibration import write_dataset
-from .toolkit import client
+from .spec import PYTHON_SPEC, Spec, load_spec, spec_from_dict, spec_name
 from .toolkit.envs import Provisioner, ToolkitRequest
 
-SIM = "sim"
-BOARD = "board"
 BLAMED = (CRASH, TIMEOUT, BUILD, ACCURACY)  # board failures whose message says: the conversion or the runtime?
 WAIT_MARGIN_SECONDS = 600.0  # beyond a job's own timeout, when waiting for another thread's job: provisioning, reference
 
 
 @dataclass
-class Prepared:
-    """What every backend of one spec shares."""
+class Staged:
+    """What every backend of one spec gets: the model's facts and the input arrays."""
 
     model: ModelInfo
     inputs: InputSet
-    reference: List[List[np.ndarray]]
     seconds: float
-    detection: Optional[Tuple[DetectionSetup, Detections]] = None  # with checks.yolov5: setup, onnxruntime's
 
-
-@dataclass
-class Executed:
-    """What a backend produced for all samples of one (spec, version)."""
-
-    job_dir: Path
-    result: dict
-    outputs: List[Optional[List[np.ndarray]]]  # [sample][output]; None where inference returned None
-    log_lines: List[str]
+    def job(self, spec: Spec, version: Optional[str] = None, artifact: Optional[Executed] = None) -> Job:
+        return Job(spec, self.model, self.inputs, version, artifact)
 
 
 class RknnRunner:
     def __init__(self, provisioner: Provisioner, toolkits: List[ToolkitRequest],
                  work_root: Union[Path, Callable[[], Path]], timeout: float = 600.0, toolkit_verbose: bool = False,
                  boards: Optional[BoardPool] = None, on_artifact: Callable[..., None] = lambda **kw: None,
-                 comparisons: Optional[Comparisons] = None, result_cache: Optional[ResultCache] = None):
-        self.provisioner = provisioner
+                 comparisons: Optional[Comparisons] = None, result_cache: Optional[ResultCache] = None,
+                 keep_outputs: bool = False):
         self.result_cache = result_cache or ResultCache(None)  # None: off
+        self.keep_outputs = keep_outputs  # --rknn-keep-outputs: every job folder gets its arrays, hits too
         self.comparisons = comparisons
-        self.boards = boards or BoardPool([], None)
-        self.on_artifact = on_artifact
         self.toolkits = {t.version: t for t in toolkits}
-        self._work_root = work_root
-        self.timeout = timeout
-        self.toolkit_verbose = toolkit_verbose
+        self.onnxruntime = OnnxRuntimeBackend()
+        self.simulator = SimulatorBackend(provisioner, toolkits, work_root, timeout, toolkit_verbose,
+                                          self.result_cache, on_artifact)
+        self.board = BoardBackend(boards or BoardPool([], None))
         # One Future per key, resolved to the value or a _Failure; see _once.
-        self._prepared: Dict[Tuple[str, str], Future] = {}
+        self._staged: Dict[Tuple[str, str], Future] = {}
+        self._references: Dict[Tuple[str, str], Future] = {}
+        self._written: Dict[Tuple[str, str, str], Future] = {}
+        self._recorded: Dict[Tuple[str, str, str], Future] = {}
         self._simulated: Dict[Tuple[str, str, str], Future] = {}
         self._on_board: Dict[Tuple[str, str, str], Future] = {}
         self._measured: Dict[Tuple[str, str, str, str], Future] = {}
-        self._lock = threading.Lock()  # guards the caches' dicts and work_root, never held during a computation
+        self._lock = threading.Lock()  # guards the caches' dicts, never held during a computation
 
     @property
     def work_root(self) -> Path:
-        """Made on first use (a callable defers pytest's temporary directory until it is needed)."""
-        with self._lock:  # two threads must not both make it
-            if callable(self._work_root):
-                self._work_root = Path(self._work_root())
-            return self._work_root
+        return self.simulator.work_root
+
+    @property
+    def timeout(self) -> float:
+        return self.simulator.timeout
 
     @property
     def versions(self) -> List[str]:
@@ -104,12 +94,12 @@ class RknnRunner:
 
     @property
     def backends(self) -> List[str]:
-        return [SIM, BOARD] if self.boards else [SIM]
+        return [SIM, BOARD] if self.board else [SIM]
 
     def close(self) -> None:
         """End of session: kill the toolkit workers, clean up the boards (work dirs, leftover processes)."""
-        client.close_workers()
-        self.boards.close()
+        self.simulator.close()
+        self.board.close()
 
     # ------------------------------------------------------------ public
 
@@ -150,117 +140,136 @@ class RknnRunner:
             spec_v = spec.for_version(version)
             result.fingerprint["config_hash"] = spec_v.metrics_config_hash()
             result.fingerprint["target"] = spec_v.target
-            prepared = self.prepare(spec_v)
-            result.fingerprint["model_sha256"] = prepared.model.sha256
-            result.timings["reference"] = prepared.seconds
-            simulated = self.simulate(spec_v, prepared, version)
-            result.rknn_path = simulated.job_dir / simulated.result["rknn"]
-            result.rknn_sha256 = simulated.result["rknn_sha256"]
-            result.toolkit_version = simulated.result["toolkit_version"]
-            result.fingerprint.update(rknn_sha256=result.rknn_sha256, toolkit_version=result.toolkit_version,
-                                      toolkit_env=simulated.result.get("env", {}))
-            result.timings.update(simulated.result["timings"])
-            result.cache = simulated.result.get("cache", OFF)
-            executed = simulated
+            staged = self.stage(spec_v)
+            result.fingerprint["model_sha256"] = staged.model.sha256
             if backend == BOARD:
                 simulator_verdict = self.measure(spec, version, SIM)  # cached: the sim item's own result
-                executed = self.run_on_board(spec_v, prepared, simulated, version)
-                result.board = executed.result.get("board")
-                result.fingerprint["board"] = result.board
-                result.warnings += executed.result.get("warnings", [])
-                result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
-            result.log_path = executed.job_dir / "log.txt"
-            self._judge(result, spec_v, prepared, executed, simulated)
+                self._measure_on_board(result, spec_v, staged, version)
+            else:
+                self._measure_in_simulator(result, spec_v, staged, version)
         except Exception as exc:  # an RknnError, or a bug (INTERNAL, with its traceback)
             result.fail_with(exc)
         if simulator_verdict is not None and result.failure_class in BLAMED:
             result.message += "; " + _blame(simulator_verdict, result)
         return result
 
+    def _measure_in_simulator(self, result: RunResult, spec: Spec, staged: Staged, version: str) -> None:
+        """From the stored measurement of a recorded job when there is one, else measured now."""
+        written = self.write_job(spec, staged, version)
+        key = measurement.key(written.key, spec, staged.inputs.labels, staged.inputs.image_paths)
+        recorded = self.recorded(spec, staged, version) if key else None
+        stored = self.result_cache.load_measurement(key, written.job_dir) if recorded else None
+        measured = _restored(stored, written.job_dir)
+        if measured is not None:
+            executed = recorded
+            result.measurement_cache = HIT
+        else:
+            reference = self.reference(spec, staged)
+            executed = self.simulate(spec, staged, version)
+            result.timings["reference"] = reference.seconds
+            measured = judge.measure(_names(staged), staged.inputs.labels, reference, executed)
+            self.result_cache.store_measurement(key, measured.stored_record(written.job_dir), written.job_dir,
+                                                measured.files(written.job_dir))
+            result.measurement_cache = MISS if key else OFF
+        self._record_artifact(result, executed)
+        judge.apply(result, spec, measured)
+        if executed.outputs is None and (self.keep_outputs or not result.passed):  # arrays a person may open
+            self.result_cache.load_outputs(written.key, written.job_dir)
+
+    def _measure_on_board(self, result: RunResult, spec: Spec, staged: Staged, version: str) -> None:
+        """The board's outputs against onnxruntime and the simulator; never cached (the board is what is tested)."""
+        reference = self.reference(spec, staged)
+        result.timings["reference"] = reference.seconds
+        simulated = self.simulate(spec, staged, version)
+        self._record_artifact(result, simulated)
+        executed = self.run_on_board(spec, staged, simulated, version)
+        result.board = executed.result.get("board")
+        result.fingerprint["board"] = result.board
+        result.warnings += executed.result.get("warnings", [])
+        result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
+        result.log_path = executed.job_dir / "log.txt"
+        where = f"board {result.board['address']}" if result.board else "board"
+        judge.apply(result, spec, judge.measure(_names(staged), staged.inputs.labels, reference, executed,
+                                                simulated, where))
+
+    def _record_artifact(self, result: RunResult, simulated: Executed) -> None:
+        """The simulator job's .rknn, toolkit, timings and log in the result."""
+        result.rknn_path = simulated.rknn_path
+        result.rknn_sha256 = simulated.result["rknn_sha256"]
+        result.toolkit_version = simulated.result["toolkit_version"]
+        result.fingerprint.update(rknn_sha256=result.rknn_sha256, toolkit_version=result.toolkit_version,
+                                  toolkit_env=simulated.result.get("env", {}))
+        result.timings.update(simulated.result["timings"])
+        result.cache = simulated.result.get("cache", OFF)
+        result.log_path = simulated.job_dir / "log.txt"
+
     def stop_workers(self) -> None:
         """Kill the toolkit workers, busy ones too (at the end of the session or after Ctrl-C): the
         threads running jobs ahead then end, with the job classified CRASH."""
-        client.close_workers()
+        self.simulator.close()
 
     def build_ahead(self, spec: Spec, version: str) -> None:
-        """The simulator job of (spec, version), done before its item asks (the scheduler calls this
-        from a thread of its own). Its item then finds the answer, or the failure, in the caches."""
+        """The simulator item of (spec, version), judged before it asks (the scheduler calls this from a
+        thread of its own). Its item then finds the answer, or the failure, in the caches."""
         try:
-            spec_v = spec.for_version(version)
-            self.simulate(spec_v, self.prepare(spec_v), version)
+            self.measure(spec, version, SIM)
         except Exception:  # cached: the item raises it again, with its traceback
             pass
 
     # ------------------------------------------------------------ stages
 
-    def prepare(self, spec: Spec) -> Prepared:
+    def stage(self, spec: Spec) -> Staged:
         key = (str(spec.path), spec.config_hash())
-        return self._once(self._prepared, key, lambda: self._prepare(spec), spec)
+        return self._once(self._staged, key, lambda: self._stage(spec), spec)
 
-    def _prepare(self, spec: Spec) -> Prepared:
+    def _stage(self, spec: Spec) -> Staged:
         started = time.monotonic()
         try:
-            model = read_model_info(spec.model_path)
+            model = model_info(spec.model_path, self.result_cache.models_folder)
         except Exception as exc:  # onnx raises DecodeError and friends for a file that is not a model
             raise SpecError(spec.path, "model", f"{spec.model_path.name} is not a readable ONNX model: "
                                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                             "point `model:` at an .onnx file") from None
         check_before_build(spec, model, self.versions, self.comparisons and self.comparisons.compare_to)
-        inputs = prepare_inputs(spec, model)
-        reference = run_reference(spec, model, inputs)
+        return Staged(model, prepare_inputs(spec, model), time.monotonic() - started)
+
+    def reference(self, spec: Spec, staged: Staged) -> Reference:
+        key = (str(spec.path), spec.config_hash())
+        return self._once(self._references, key, lambda: self._reference(spec, staged), spec)
+
+    def _reference(self, spec: Spec, staged: Staged) -> Reference:
+        executed = self.onnxruntime.run(staged.job(spec))
         detection = None
         if spec.checks.yolov5 is not None:
-            setup = detection_setup(spec, model, inputs, [o.shape for o in reference[0]])
-            detection = (setup, detect(setup, reference))
-        return Prepared(model, inputs, reference, time.monotonic() - started, detection)
+            setup = detection_setup(spec, staged.model, staged.inputs, [o.shape for o in executed.outputs[0]])
+            detection = (setup, detect(setup, executed.outputs))
+        return Reference(executed.outputs, executed.seconds, detection)
 
-    def simulate(self, spec: Spec, prepared: Prepared, version: str) -> Executed:
+    def write_job(self, spec: Spec, staged: Staged, version: str) -> WrittenJob:
         key = (str(spec.path), spec.config_hash(), version)
-        return self._once(self._simulated, key, lambda: self._simulate(spec, prepared, version), spec)
+        return self._once(self._written, key, lambda: self.simulator.write(staged.job(spec, version)), spec)
 
-    def _simulate(self, spec: Spec, prepared: Prepared, version: str) -> Executed:
-        request = self.toolkits.get(version) or ToolkitRequest(version)
-        python = self.provisioner.python_for(request)
-        job_dir = self.work_root / _job_folder(spec) / version
-        job_dir.mkdir(parents=True, exist_ok=True)
-        job = {
-            "model": str(spec.model_path),
-            "target": spec.target,
-            "config": spec.convert.config_kwargs(),
-            "quantize": isinstance(spec.convert.quantize, QuantizeSpec),
-            "dataset": write_dataset(spec, prepared.model, job_dir),
-            "rknn_name": f"{spec.name}.rknn",
-            "verbose": self.toolkit_verbose,
-        }
-        write_job(job_dir, job, prepared.inputs)
-        what = f"rknn-toolkit2 {version}"
-        key = self.result_cache.key_for(python, job_dir)
-        cached = self.result_cache.load(key, job_dir, job["rknn_name"])
-        result = cached or client.run_worker(python, job_dir, spec.timeout or self.timeout, what)
-        if cached is None:
-            self.result_cache.store(key, job_dir, result)  # a successful job only
-        result["cache"] = HIT if cached else MISS if key else OFF
-        if result["status"] == "SPEC":
-            raise SpecError(spec.path, result["field"], result["message"])
-        outputs = read_outputs(job_dir, len(prepared.inputs), result.get("failed_samples", []))
-        self.on_artifact(spec=spec, version=version, rknn_path=job_dir / result["rknn"], sha256=result["rknn_sha256"])
-        return Executed(job_dir, result, outputs, read_log(job_dir))
+    def recorded(self, spec: Spec, staged: Staged, version: str) -> Optional[Executed]:
+        """The simulator job as the result cache recorded it, without its outputs; None on a miss."""
+        key = (str(spec.path), spec.config_hash(), version)
+        return self._once(self._recorded, key, lambda: self.simulator.recorded(
+            staged.job(spec, version), self.write_job(spec, staged, version)), spec)
 
-    def run_on_board(self, spec: Spec, prepared: Prepared, simulated: Executed, version: str) -> Executed:
+    def simulate(self, spec: Spec, staged: Staged, version: str) -> Executed:
+        key = (str(spec.path), spec.config_hash(), version)
+        return self._once(self._simulated, key, lambda: self._simulate(spec, staged, version), spec)
+
+    def _simulate(self, spec: Spec, staged: Staged, version: str) -> Executed:
+        written = self.write_job(spec, staged, version)
+        with self._lock:  # what recorded() placed, if it ran: then only the outputs are added
+            recorded = self._recorded.get((str(spec.path), spec.config_hash(), version))
+        known = recorded.result() if recorded is not None and recorded.done() else None
+        return self.simulator.run(staged.job(spec, version), written, known if isinstance(known, Executed) else None)
+
+    def run_on_board(self, spec: Spec, staged: Staged, simulated: Executed, version: str) -> Executed:
         """The exact artifact the simulator ran, on a board, with the same inputs."""
         key = (str(spec.path), spec.config_hash(), version)
-        return self._once(self._on_board, key, lambda: self._run_on_board(spec, prepared, simulated, version), spec)
-
-    def _run_on_board(self, spec: Spec, prepared: Prepared, simulated: Executed, version: str) -> Executed:
-        session = self.boards.session_for(f"{spec.name}/{version}")
-        check_target(session.start(), spec.target)
-        job_dir = simulated.job_dir.parent / f"{version}-board"
-        write_job(job_dir, {}, prepared.inputs)
-        rknn_path = simulated.job_dir / simulated.result["rknn"]
-        result = session.run_job(job_dir, rknn_path, simulated.result["rknn_sha256"], version)
-        result["board"] = session.info.fingerprint()
-        outputs = read_outputs(job_dir, len(prepared.inputs), result.get("failed_samples", []))
-        return Executed(job_dir, result, outputs, read_log(job_dir))
+        return self._once(self._on_board, key, lambda: self.board.run(staged.job(spec, version, simulated)), spec)
 
     def _once(self, cache: Dict[tuple, Future], key: tuple, compute: Callable[[], object], spec: Spec):
         """compute() once per key, whichever thread asks first; a thread that asks while another
@@ -287,37 +296,6 @@ class RknnRunner:
                                      f"thread runs (raise --rknn-timeout or the spec's `timeout:`)") from None
         return _unwrap(value)
 
-    def _judge(self, result: RunResult, spec: Spec, prepared: Prepared, executed: Executed,
-               simulated: Executed) -> None:
-        """Metrics and checks of `executed` against onnxruntime; for a board item, also against
-        the simulator."""
-        names = [t.name for t in prepared.model.outputs]
-        labels = prepared.inputs.labels
-        result.outputs = compare_outputs(names, prepared.reference, executed.outputs, labels)
-        result.thresholds = {f"cosine.{n}": spec.checks.cosine.outputs.get(n, spec.checks.cosine.min) for n in names}
-        failed = [s for s, outs in enumerate(executed.outputs) if outs is None]
-        if failed:
-            errors = error_lines(executed.log_lines)
-            who = "the toolkit" if executed is simulated else "RKNNLite"
-            detail = "; ".join(errors) if errors else f"{who} logged no error line"
-            where = f"board {result.board['address']}: RKNNLite." if executed is not simulated else ""
-            raise RknnError(BUILD, f"{where}inference() returned None for {len(failed)} of {len(labels)} samples "
-                                   f"(first: sample {failed[0]}, {labels[failed[0]]}): {detail}",
-                            log_tail(executed.log_lines))
-        if executed is not simulated:
-            vs_sim = compare_outputs(names, simulated.outputs, executed.outputs, labels)
-            for metrics, against_sim in zip(result.outputs, vs_sim):
-                metrics.vs_sim_cosine = against_sim.worst_cosine
-        result.failures = evaluate(spec, result.outputs)
-        if prepared.detection is not None and all(m.shape_ok for m in result.outputs):
-            setup, reference_detections = prepared.detection
-            result.detection, failures = run_detection_check(setup, names, prepared.reference, reference_detections,
-                                                             executed.outputs, executed.job_dir / "overlays")
-            result.failures += failures
-        if result.failures:
-            result.failure_class = ACCURACY
-            result.message = result.failures[0]
-
 
 def _blame(simulator_verdict: RunResult, result: RunResult) -> str:
     """Say whether the conversion or the board runtime broke a board item: the simulator item's own
@@ -330,12 +308,6 @@ def _blame(simulator_verdict: RunResult, result: RunResult) -> str:
     return f"the simulator passes, so the board runtime broke it{cosines}"
 
 
-def _job_folder(spec: Spec) -> str:
-    """`NAME-HASH`: readable, and two specs of the same name in different folders never share one."""
-    key = f"{spec.path}\0{spec.config_hash()}".encode()
-    return f"{spec.name}-{hashlib.sha256(key).hexdigest()[:8]}"
-
-
 def spec_label(spec) -> str:
     """The name of a spec given as a path or a dict, even one that cannot be read."""
     if isinstance(spec, Spec):
@@ -343,6 +315,20 @@ def spec_label(spec) -> str:
     if isinstance(spec, (str, Path)):
         return spec_name(Path(spec))
     return Path(str(spec.get("model", "spec"))).stem if isinstance(spec, dict) else "spec"
+
+
+def _names(staged: Staged) -> List[str]:
+    return [t.name for t in staged.model.outputs]
+
+
+def _restored(record: Optional[dict], job_dir: Path) -> Optional[measurement.Measurement]:
+    """A stored measurement, or None when there is none or it is of another shape (then it is measured again)."""
+    if record is None:
+        return None
+    try:
+        return measurement.Measurement.from_record(record, job_dir)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _path_of(spec) -> Optional[Path]:

@@ -72,6 +72,7 @@ def build_runner(config: pytest.Config, outputs: OutputSettings) -> RknnRunner:
         comparisons=Comparisons(outputs.baseline, outputs.compare_to, [t.version for t in toolkits],
                                 updating_baseline=outputs.update_baseline),
         result_cache=ResultCache(result_cache_dir(config), get_option(config, "--rknn-cache-size")),
+        keep_outputs=get_option(config, "--rknn-keep-outputs"),
     )
 
 

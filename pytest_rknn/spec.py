@@ -314,6 +314,7 @@ def _hash(body) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when PyYAML has it: the same rules, faster
 PYTHON_SPEC = Path("<python spec>")  # the pseudo path of a spec given as a dict
 
 
@@ -330,7 +331,7 @@ def load_spec(path) -> Spec:
     except OSError as exc:
         raise SpecError(path, "", f"cannot read the spec: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

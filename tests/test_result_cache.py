@@ -13,10 +13,11 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import EXAMPLES, IMAGES, MODELS, write_spec
+from conftest import EXAMPLES, FIXTURES, IMAGES, MODELS, write_spec
 
-from pytest_rknn.result_cache import (DEFAULT_MAX_BYTES, HIT, MANIFEST, MISS, RKNN, USED, ResultCache, key_material,
-                                      key_of, parse_size)
+from pytest_rknn.onnx_model import model_info, read_model_info
+from pytest_rknn.result_cache import (DEFAULT_MAX_BYTES, HIT, MANIFEST, MISS, RKNN, USED, ResultCache, arrays_digest,
+                                      inputs_digest, key_material, key_of, parse_size)
 
 ENVIRONMENT = ["3.11.2", ["numpy==1.26.4", "rknn-toolkit2==2.5.0"]]
 WORKER_SHA = "w" * 64
@@ -135,6 +136,32 @@ def fake_run(job_dir, payload=b"rknn bytes", status="ok", failed=()):
     return result
 
 
+def test_the_digest_of_arrays_in_memory_is_the_digest_of_the_inputs_written(tmp_path):
+    """The runner keys a job by its arrays in memory; a job folder written by an older run, read back, gets
+    the same key."""
+    folder = make_job(tmp_path / "job", compressed=True)
+    with np.load(folder / "inputs.npz") as data:
+        arrays = {name: data[name] for name in data.files}
+    assert arrays_digest(arrays) == inputs_digest(folder / "inputs.npz")
+    assert key_material(folder, ENVIRONMENT, WORKER_SHA, arrays_digest(arrays)) == key_material(folder, ENVIRONMENT,
+                                                                                                WORKER_SHA)
+    arrays["s1_i0"] = arrays["s1_i0"] + 1
+    assert arrays_digest(arrays) != inputs_digest(folder / "inputs.npz")
+
+
+def test_a_models_facts_are_kept_by_its_bytes_and_a_damaged_record_is_read_again(tmp_path):
+    folder = tmp_path / "models"
+    for name in ("cnn.onnx", "two_input.onnx"):
+        fresh = read_model_info(MODELS / name)
+        assert model_info(MODELS / name, folder) == fresh  # read and kept
+        assert model_info(MODELS / name, folder) == fresh  # from the record
+        assert (folder / f"{fresh.sha256}.json").is_file()
+    record = folder / f"{read_model_info(MODELS / 'cnn.onnx').sha256}.json"
+    record.write_text('{"format": 1, "inputs": "garbage"}')
+    assert model_info(MODELS / "cnn.onnx", folder) == read_model_info(MODELS / "cnn.onnx")
+    assert model_info(MODELS / "cnn.onnx", None) == read_model_info(MODELS / "cnn.onnx")  # nothing kept
+
+
 def test_a_stored_entry_is_found_whole_and_placed_in_the_job_folder(tmp_path):
     cache = ResultCache(tmp_path / "cache")
     result = fake_run(tmp_path / "run")
@@ -240,7 +267,8 @@ def test_a_warm_rerun_hits_every_spec_with_identical_results(run_pytest, tmp_pat
     cache = tmp_path / "cache"
     cold_report, warm_report = tmp_path / "cold.json", tmp_path / "warm.json"
     cold, _ = run_pytest(str(EXAMPLES), f"--rknn-cache={cache}", f"--rknn-json={cold_report}")
-    warm, basetemp = run_pytest(str(EXAMPLES), f"--rknn-cache={cache}", f"--rknn-json={warm_report}")
+    warm, basetemp = run_pytest(str(EXAMPLES), f"--rknn-cache={cache}", f"--rknn-json={warm_report}",
+                                "--rknn-keep-outputs")  # the pictures stay
     cold.assert_outcomes(passed=7)
     warm.assert_outcomes(passed=7)
     assert set(cache_states(cold_report).values()) == {MISS} and len(entries(cache)) == 7
@@ -248,7 +276,14 @@ def test_a_warm_rerun_hits_every_spec_with_identical_results(run_pytest, tmp_pat
     before, after = json_items(cold_report), json_items(warm_report)
     for item, old in before.items():
         new = after[item]
+        assert (old["measurement_cache"], new["measurement_cache"]) == (MISS, HIT), item
+        assert "reference" in old["timings"] and "reference" not in new["timings"], item  # no onnxruntime run
         assert new["metrics"] == old["metrics"] and new["outputs"] == old["outputs"], item  # same numbers, exactly
+        if old["detection"]:
+            assert {k: v for k, v in new["detection"].items() if k not in ("overlays", "seconds")} == \
+                {k: v for k, v in old["detection"].items() if k not in ("overlays", "seconds")}, item
+            pictures = [Path(p) for p in new["detection"]["overlays"]]
+            assert pictures and all(p.is_file() and Path(new["log"]).parent in p.parents for p in pictures), item
         assert new["fingerprint"]["rknn_sha256"] == old["fingerprint"]["rknn_sha256"], item  # the recorded .rknn
         assert sha256(Path(new["log"]).parent / f"{item[0]}.rknn") == old["fingerprint"]["rknn_sha256"], item
         assert new["timings"]["build"] > 0 and new["timings"]["cache"] < 5, item  # as recorded, plus the look-up
@@ -286,7 +321,9 @@ def test_a_threshold_reruns_nothing_and_a_calibration_image_reruns_its_spec_only
     first, first_items = run("first")
     assert first == {("a", "sim"): MISS, ("b", "sim"): MISS}
     specs(0.97)  # only a threshold
-    assert run("threshold")[0] == {("a", "sim"): HIT, ("b", "sim"): HIT}
+    states, items = run("threshold")
+    assert states == {("a", "sim"): HIT, ("b", "sim"): HIT}
+    assert {item["measurement_cache"] for item in items.values()} == {HIT}  # no onnxruntime either
     shutil.copy(IMAGES / "img_09.png", workdir / "calib_a" / "img_00.png")  # same name, other content
     changed, changed_items = run("calibration")
     assert changed == {("a", "sim"): MISS, ("b", "sim"): HIT}
@@ -303,20 +340,86 @@ def test_a_corrupt_entry_is_a_miss_and_the_run_passes(run_pytest, workdir, tmp_p
         report = tmp_path / f"{name}.json"
         result, _ = run_pytest(str(workdir), f"--rknn-cache={cache}", f"--rknn-json={report}")
         result.assert_outcomes(passed=1)
-        return result, cache_states(report)[("cnn", "sim")], json_items(report)[("cnn", "2.5.0", "sim")]
+        item = json_items(report)[("cnn", "2.5.0", "sim")]
+        return result, (item["cache"], item["measurement_cache"]), item
 
     _, state, first = run("first")
-    assert state == MISS
+    assert state == (MISS, MISS)
     [entry] = entries(cache)
-    data = (entry / "outputs.npz").read_bytes()
-    (entry / "outputs.npz").write_bytes(data[: len(data) // 3])
+    data = (entry / RKNN).read_bytes()
+    (entry / RKNN).write_bytes(data[: len(data) // 3])
     result, state, again = run("truncated")
-    assert state == MISS and again["metrics"] == first["metrics"]
+    assert state == (MISS, MISS) and again["metrics"] == first["metrics"]  # the job ran again, and was measured
     result.stdout.fnmatch_lines(["*result cache: entry * is unusable, so the job runs again*"])
     [entry] = entries(cache)  # stored again, whole
     (entry / "result.json").write_text("garbage")
-    assert run("garbage")[1] == MISS
-    assert run("whole again")[1] == HIT
+    assert run("garbage")[1] == (MISS, MISS)
+    [measured] = entries(cache / "measurements")
+    (measured / "measurement.json").write_text('{"format": 1, "outputs": [{"name": ')
+    result, state, again = run("garbage measurement")
+    assert state == (HIT, MISS) and again["metrics"] == first["metrics"]
+    result.stdout.fnmatch_lines(["*result cache: measurement * is unusable, so it is measured again*"])
+    assert run("whole again")[1] == (HIT, HIT)
+
+
+CHECKED_IMPORTS = """import sys
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line("IMPORTED: " + ",".join(m for m in ("onnx", "onnxruntime", "pycocotools")
+                                                        if m in sys.modules))
+"""
+
+YOLO_SPEC = """model: {yolo}/yolov5_heads.onnx
+inputs:
+  images: {{images: {yolo}/val/images/*.jpg, letterbox: 160, limit: 6}}
+convert:
+  mean_values: [[0, 0, 0]]
+  std_values: [[255, 255, 255]]
+checks:
+  cosine: {{min: 0.99}}
+  yolov5: {{labels: {labels}, count_tolerance: {tolerance}, map50_ratio: {ratio}}}
+"""
+
+
+def test_a_warm_rerun_judges_stored_measurements_without_onnxruntime_and_new_gates_judge_them_again(
+        run_pytest, workdir, tmp_path):
+    """A warm rerun imports neither onnx nor onnxruntime nor pycocotools; a stricter gate fails the item
+    from the stored figures; new label contents measure again, from the recorded job."""
+    yolo = FIXTURES / "yolo"
+    labels = tmp_path / "labels.json"
+    shutil.copy(yolo / "val" / "labels.json", labels)
+    (workdir / "conftest.py").write_text(CHECKED_IMPORTS)
+    write_spec(workdir, "cnn", "model: cnn.onnx\n")
+
+    def run(name, tolerance=1, ratio=0.9, passed=2, failed=0):
+        write_spec(workdir, "yolo", YOLO_SPEC.format(yolo=yolo, labels=labels, tolerance=tolerance, ratio=ratio))
+        report = tmp_path / f"{name}.json"
+        result, _ = run_pytest(str(workdir), f"--rknn-cache={tmp_path / 'cache'}", f"--rknn-json={report}")
+        result.assert_outcomes(passed=passed, failed=failed)
+        imported = [line for line in result.stdout.lines if line.startswith("IMPORTED:")]
+        items = json_items(report)
+        return imported, {spec: (items[(spec, "2.5.0", "sim")]["cache"], items[(spec, "2.5.0", "sim")]["measurement_cache"])
+                          for spec in ("cnn", "yolo")}, items[("yolo", "2.5.0", "sim")]
+
+    imported, states, cold = run("cold")
+    assert states == {"cnn": (MISS, MISS), "yolo": (MISS, MISS)} and "onnxruntime" in imported[0]
+    imported, states, warm = run("warm")
+    assert imported == ["IMPORTED: "] and states == {"cnn": (HIT, HIT), "yolo": (HIT, HIT)}
+    assert warm["metrics"] == cold["metrics"]
+
+    imported, states, strict = run("strict gate", ratio=1.5, passed=1, failed=1)
+    assert imported == ["IMPORTED: "] and states["yolo"] == (HIT, HIT)
+    assert strict["class"] == "ACCURACY" and strict["metrics"] == cold["metrics"]
+    assert strict["message"].startswith(f"yolov5: mAP@0.5 {cold['detection']['map50']:.4f} < 1.5 x onnxruntime's")
+
+    data = json.loads(labels.read_text())
+    data["annotations"] = data["annotations"][::2]  # other labels: other mAP figures
+    labels.write_text(json.dumps(data))
+    imported, states, relabelled = run("new labels")
+    assert states == {"cnn": (HIT, HIT), "yolo": (HIT, MISS)}  # measured again, without a worker
+    assert relabelled["fingerprint"]["rknn_sha256"] == cold["fingerprint"]["rknn_sha256"]
+    assert relabelled["detection"]["map50"] != cold["detection"]["map50"]
+    assert relabelled["outputs"] == cold["outputs"]
 
 
 def test_no_cache_runs_the_worker_and_the_ini_twins_work(run_pytest, tmp_path, pytester):

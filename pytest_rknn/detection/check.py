@@ -1,5 +1,7 @@
 """The `checks.yolov5` check: detections of a backend against onnxruntime's (same run) and
-against ground truth, with per-slice cosines and pictures of the worst images."""
+against ground truth, with per-slice cosines and pictures of the worst images. Measuring
+(run_detection_check) and gating (detection_failures) are apart, so stored figures can be
+judged against new gates."""
 
 from __future__ import annotations
 
@@ -121,10 +123,9 @@ def slice_cosines(setup: DetectionSetup, names, reference, outputs) -> Dict[str,
     return result
 
 
-def evaluate_detection(setup: DetectionSetup, reference_detections: Detections, detections: Detections,
-                       metrics: DetectionMetrics) -> List[str]:
-    """Fill the mAP figures into `metrics`; return one line per violated gate."""
-    check = setup.check
+def measure_maps(setup: DetectionSetup, reference_detections: Detections, detections: Detections,
+                 metrics: DetectionMetrics) -> None:
+    """Fill the mAP figures into `metrics`."""
     metrics.agreement_map50, metrics.agreement_map = _pair(agreement_map(detections, reference_detections,
                                                                          setup.num_classes))
     if setup.ground_truth is not None:
@@ -132,6 +133,12 @@ def evaluate_detection(setup: DetectionSetup, reference_detections: Detections, 
         if setup.reference_map is None:  # the same for every backend of the spec: measure it once
             setup.reference_map = _pair(coco_map(reference_detections, setup.ground_truth, setup.num_classes))
         metrics.ref_map50, metrics.ref_map = setup.reference_map
+
+
+def detection_failures(check: YoloV5Check, metrics: DetectionMetrics) -> List[str]:
+    """One line per violated gate of `check` for these figures (which may have been measured in an
+    earlier run, with other gates)."""
+    if metrics.map50 is not None:
         value, reference, what = metrics.map50, metrics.ref_map50, "mAP@0.5"
     else:  # without labels, onnxruntime's detections are the truth (its own score is 1.0)
         value, reference, what = metrics.agreement_map50, 1.0, "agreement mAP@0.5 with onnxruntime"
@@ -149,6 +156,10 @@ def evaluate_detection(setup: DetectionSetup, reference_detections: Detections, 
     if check.max_map50_drop is not None and not (reference - value <= check.max_map50_drop):
         failures.append(f"yolov5: {what} dropped by {reference - value:.4f} ({reference:.4f} -> {value:.4f}) > max "
                         f"{check.max_map50_drop}; {summary}")
+    least = check.min_agreement_map50
+    if least is not None and not (metrics.agreement_map50 >= least):
+        failures.append(f"yolov5: agreement mAP@0.5 with onnxruntime {metrics.agreement_map50:.4f} < "
+                        f"min_agreement_map50 {least}; {summary}")
     return failures
 
 
@@ -164,7 +175,9 @@ def _map_summary(m: DetectionMetrics) -> str:
 
 def run_detection_check(setup: DetectionSetup, names, reference: List[List[np.ndarray]],
                         reference_detections: Detections, outputs: List[List[np.ndarray]],
-                        overlay_dir: Path) -> Tuple[DetectionMetrics, List[str]]:
+                        overlay_dir: Path) -> DetectionMetrics:
+    """The detection figures of a backend's outputs, and pictures of the worst images; the gates are
+    detection_failures()."""
     started = time.monotonic()
     # The toolkit may add or drop size-1 axes; the decoder wants the model's own shapes.
     outputs = [[np.asarray(o).reshape(r.shape) for o, r in zip(out, ref)] for out, ref in zip(outputs, reference)]
@@ -172,10 +185,10 @@ def run_detection_check(setup: DetectionSetup, names, reference: List[List[np.nd
     counts = [(image, len(detections[image]), len(reference_detections[image])) for image in reference_detections]
     metrics = DetectionMetrics(layout=setup.layout, counts=counts,
                                slice_cosines=slice_cosines(setup, names, reference, outputs))
-    failures = evaluate_detection(setup, reference_detections, detections, metrics)
+    measure_maps(setup, reference_detections, detections, metrics)
     metrics.overlays = _draw_worst(setup, reference_detections, detections, counts, overlay_dir)
     metrics.seconds = time.monotonic() - started
-    return metrics, failures
+    return metrics
 
 
 def _draw_worst(setup: DetectionSetup, reference: Detections, detections: Detections, counts, folder: Path):

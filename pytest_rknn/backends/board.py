@@ -1,0 +1,38 @@
+"""A board: the simulator's exact `.rknn`, with the same inputs, in rknn-toolkit-lite2 over SSH."""
+
+from __future__ import annotations
+
+import time
+
+from ..board.preflight import check_target
+from ..board.session import BoardPool
+from ..jobdir import read_outputs, write_job
+from ..logs import read_log
+from . import Executed, Job
+
+BOARD = "board"
+
+
+class BoardBackend:
+    name = BOARD
+
+    def __init__(self, pool: BoardPool):
+        self.pool = pool
+
+    def __bool__(self) -> bool:
+        return bool(self.pool)
+
+    def run(self, job: Job) -> Executed:
+        started = time.monotonic()
+        simulated = job.artifact
+        session = self.pool.session_for(f"{job.spec.name}/{job.version}")
+        check_target(session.start(), job.spec.target)
+        job_dir = simulated.job_dir.parent / f"{job.version}-board"
+        write_job(job_dir, {}, job.inputs)
+        result = session.run_job(job_dir, simulated.rknn_path, simulated.result["rknn_sha256"], job.version)
+        result["board"] = session.info.fingerprint()
+        outputs = read_outputs(job_dir, len(job.inputs), result.get("failed_samples", []))
+        return Executed(BOARD, outputs, job_dir, result, read_log(job_dir), time.monotonic() - started)
+
+    def close(self) -> None:
+        self.pool.close()
