@@ -13,7 +13,8 @@
     pytest-rknn's own spec loading and input preparation; that step is not in the script's time
     (it is printed on its own).
 
-The runs are interleaved (A B A B ...) and every number is the median of --repeat runs. Peak RSS:
+The runs are interleaved (A B A B ...) and every number is the median of --repeat runs. A run's
+time is the command's own wall time, measured around it by a small wrapper process. Peak RSS:
 the largest single process (getrusage of a wrapper's children) and, in brackets, the largest sum
 over the whole process tree (sampled every 0.25 s), which is what parallel workers add up to.
 A benchmark, not a test: it asserts nothing, it measures.
@@ -87,11 +88,14 @@ for item in json.load(open(sys.argv[1])):
     print("COSINE", item["name"], json.dumps(dict(zip(item["outputs"], worst))), flush=True)
 '''
 
-# Runs a command with its output in a log; prints the peak RSS (KiB on Linux) of its largest process.
-WRAPPER = """import resource, subprocess, sys
+# Runs a command with its output in a log; prints its wall time (the wrapper's own start-up is not in
+# it), the peak RSS (KiB on Linux) of its largest process and its exit status.
+WRAPPER = """import resource, subprocess, sys, time
 with open(sys.argv[1], "ab") as log:
+    started = time.monotonic()
     code = subprocess.call(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
+    seconds = time.monotonic() - started
+print(seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)
 """
 
 
@@ -123,7 +127,6 @@ def tree_rss(root: int) -> int:
 
 def measure(command: List[str], log: Path) -> Run:
     """Wall time and peak RSS of one command, its output appended to `log`."""
-    started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-c", WRAPPER, str(log), *map(str, command)],
                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
     peak_tree = [0]
@@ -135,8 +138,8 @@ def measure(command: List[str], log: Path) -> Run:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    max_rss, code = process.communicate()[0].split()
-    seconds = time.monotonic() - started
+    seconds, max_rss, code = process.communicate()[0].split()
+    seconds = float(seconds)
     done.set()
     sampler.join()
     return Run(seconds, int(max_rss) * 1024, max(peak_tree[0], int(max_rss) * 1024), code == "0")
@@ -239,7 +242,7 @@ def print_table(cases: List[dict], warm: bool, repeat: int) -> None:
         runs = [a, b]
         if warm:
             w = median_run(case["warm"])
-            line += f" {w.seconds:>7.1f} {w.seconds / a.seconds:>8.2f}x"
+            line += f" {w.seconds:>7.2f} {w.seconds / a.seconds:>8.3f}x"
             runs.append(w)
         memory = f"   {gb(a.max_process) + ' (' + gb(a.max_tree) + ')':<22} {gb(b.max_process)} ({gb(b.max_tree)})"
         print(line + memory + ("" if all(r.ok for r in runs) else "   a run FAILED: see its log (--keep)"))

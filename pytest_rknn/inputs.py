@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import decoded_images
 from .errors import SpecError
 from .onnx_model import ModelInfo, TensorInfo
 from .spec import FileInput, ImageInput, RandomInput, Spec
@@ -50,7 +51,8 @@ class _Samples:
     paths: Optional[List[str]] = None  # image files, for image inputs
 
 
-def prepare_inputs(spec: Spec, model: ModelInfo) -> InputSet:
+def prepare_inputs(spec: Spec, model: ModelInfo, images_folder: Optional[Path] = None) -> InputSet:
+    """Every sample's arrays. With `images_folder`, decoded images are kept there (decoded_images.py)."""
     known = [t.name for t in model.inputs]
     for name in spec.inputs:
         if name not in known:
@@ -67,7 +69,7 @@ def prepare_inputs(spec: Spec, model: ModelInfo) -> InputSet:
         if isinstance(source, RandomInput):
             samples = _random_samples(spec, field_name, tensor, index, source, presets)
         elif isinstance(source, ImageInput):
-            samples = _image_samples(spec, field_name, tensor, source)
+            samples = _image_samples(spec, field_name, tensor, source, images_folder)
         else:
             samples = _file_samples(spec, field_name, tensor, source)
         for array, label in zip(samples.arrays, samples.labels):
@@ -171,9 +173,7 @@ def _check_integer_range(spec, field_name, dtype: np.dtype, low: float, high: fl
                         f"give whole numbers within {dtype.name}'s range, e.g. [0, 10]")
 
 
-def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput) -> _Samples:
-    from PIL import Image, UnidentifiedImageError
-
+def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput, folder: Optional[Path]) -> _Samples:
     paths = expand_paths(spec, f"{field_name}.images", source.images)
     if source.limit:
         paths = paths[: source.limit]
@@ -187,6 +187,20 @@ def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput) -> 
             raise SpecError(spec.path, field_name, f"the model input '{tensor.name}' has no fixed height and width",
                             "give `size: [H, W]` or `letterbox: N`")
         size = (height, width)
+    settings = {"size": size, "letterbox": source.letterbox, "pad": source.pad, "color": source.color,
+                "layout": source.layout, "dtype": source.dtype}
+    stored = decoded_images.key(paths, settings) if folder is not None else None
+    arrays = decoded_images.load(folder, stored, len(paths)) if stored else None
+    if arrays is None:
+        arrays = _decode_images(spec, field_name, source, paths, size)
+        if stored:
+            decoded_images.store(folder, stored, arrays)
+    return _Samples(arrays, [Path(p).name for p in paths], source.layout, paths)
+
+
+def _decode_images(spec, field_name: str, source: ImageInput, paths: List[str], size) -> List[np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
     arrays = []
     for path in paths:
         try:
@@ -202,7 +216,7 @@ def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput) -> 
         if source.layout == "nchw":
             pixels = pixels.transpose(2, 0, 1)
         arrays.append(np.ascontiguousarray(pixels[None]).astype(source.dtype))
-    return _Samples(arrays, [Path(p).name for p in paths], source.layout, paths)
+    return arrays
 
 
 def _letterbox(image, size: Tuple[int, int], pad: int) -> np.ndarray:

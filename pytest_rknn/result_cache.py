@@ -44,6 +44,7 @@ RKNN = "model.rknn"
 MANIFEST = "entry.json"
 USED = "last_used"
 MODELS = "models"  # ROOT/models/SHA256.json: a model's facts (onnx_model.model_info)
+IMAGES = "images"  # ROOT/images/KEY.npz: decoded image inputs (decoded_images.py)
 MEASUREMENTS = "measurements"  # ROOT/measurements/ab/KEY/: measurement.json and the pictures
 MEASUREMENT = "measurement.json"
 ENVIRONMENTS = "environments"  # ROOT/environments/NAME.json: a toolkit environment's packages, by signature
@@ -221,6 +222,10 @@ class ResultCache:
     def models_folder(self) -> Optional[Path]:
         return self.root / MODELS if self.enabled else None
 
+    @property
+    def images_folder(self) -> Optional[Path]:
+        return self.root / IMAGES if self.enabled else None
+
     def entry(self, key: str) -> Path:
         return self.root / key[:2] / key
 
@@ -379,10 +384,13 @@ class ResultCache:
             os.rename(entry, trash)
         except OSError:
             return  # gone already: evicted or discarded by another run
-        shutil.rmtree(trash, ignore_errors=True)
+        if trash.is_dir():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            trash.unlink(missing_ok=True)
 
     def entries(self) -> List[Tuple[float, int, Path]]:
-        """(last used, bytes, folder) of every whole entry."""
+        """(last used, bytes, path) of every whole entry: job and measurement folders, decoded images."""
         found = []
         for entry in [*self.root.glob("??/*"), *self.root.glob(f"{MEASUREMENTS}/??/*")]:
             if entry.name.startswith("."):
@@ -392,6 +400,13 @@ class ResultCache:
                 found.append(((entry / USED).stat().st_mtime, size, entry))
             except OSError:
                 continue  # being removed by another run
+        for images in self.root.glob(f"{IMAGES}/*.npz"):
+            try:
+                stat = images.stat()
+                if not images.name.startswith("."):
+                    found.append((stat.st_mtime, stat.st_size, images))
+            except OSError:
+                continue
         return found
 
     def evict(self) -> None:
@@ -399,7 +414,7 @@ class ResultCache:
         left by killed runs go too."""
         now = time.time()
         for temp in [*self.root.glob(".tmp-*"), *self.root.glob("??/.trash-*"),
-                     *self.root.glob(f"{MEASUREMENTS}/??/.trash-*")]:
+                     *self.root.glob(f"{MEASUREMENTS}/??/.trash-*"), *self.root.glob(f"{IMAGES}/.t*")]:
             try:
                 if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
                     shutil.rmtree(temp, ignore_errors=True)

@@ -231,7 +231,8 @@ class RknnRunner:
                                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                             "point `model:` at an .onnx file") from None
         check_before_build(spec, model, self.versions, self.comparisons and self.comparisons.compare_to)
-        return Staged(model, prepare_inputs(spec, model), time.monotonic() - started)
+        inputs = prepare_inputs(spec, model, self.result_cache.images_folder)
+        return Staged(model, inputs, time.monotonic() - started)
 
     def reference(self, spec: Spec, staged: Staged) -> Reference:
         key = (str(spec.path), spec.config_hash())

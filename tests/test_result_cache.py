@@ -15,6 +15,7 @@ import pytest
 
 from conftest import EXAMPLES, FIXTURES, IMAGES, MODELS, write_spec
 
+from pytest_rknn import decoded_images
 from pytest_rknn.onnx_model import model_info, read_model_info
 from pytest_rknn.result_cache import (DEFAULT_MAX_BYTES, HIT, MANIFEST, MISS, RKNN, USED, ResultCache, arrays_digest,
                                       inputs_digest, key_material, key_of, parse_size)
@@ -162,6 +163,28 @@ def test_a_models_facts_are_kept_by_its_bytes_and_a_damaged_record_is_read_again
     assert model_info(MODELS / "cnn.onnx", None) == read_model_info(MODELS / "cnn.onnx")  # nothing kept
 
 
+def test_decoded_images_are_kept_by_their_bytes_and_settings_and_a_damaged_file_is_a_miss(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("img_00.png", "img_01.png"):
+        shutil.copy(IMAGES / name, images / name)
+    paths = [str(images / "img_00.png"), str(images / "img_01.png")]
+    settings = {"size": (32, 32), "letterbox": None, "pad": 114, "color": "rgb", "layout": "nhwc", "dtype": "uint8"}
+    key = decoded_images.key(paths, settings)
+    assert decoded_images.key(paths, dict(settings, color="bgr")) != key
+    assert decoded_images.key(paths[::-1], settings) != key
+    folder = tmp_path / "cache" / "images"
+    assert decoded_images.load(folder, key, 2) is None
+    arrays = [np.full((1, 32, 32, 3), i, np.uint8) for i in range(2)]
+    decoded_images.store(folder, key, arrays)
+    assert [a.tolist() for a in decoded_images.load(folder, key, 2)] == [a.tolist() for a in arrays]
+    assert [p.name for p in folder.iterdir()] == [f"{key}.npz"]  # no temporary file stays
+    shutil.copy(IMAGES / "img_09.png", images / "img_01.png")  # same name, other bytes
+    assert decoded_images.key(paths, settings) != key
+    (folder / f"{key}.npz").write_bytes(b"PK\x03\x04 torn")
+    assert decoded_images.load(folder, key, 2) is None
+
+
 def test_a_stored_entry_is_found_whole_and_placed_in_the_job_folder(tmp_path):
     cache = ResultCache(tmp_path / "cache")
     result = fake_run(tmp_path / "run")
@@ -244,6 +267,11 @@ def test_the_least_recently_used_entries_go_when_the_cache_is_full(tmp_path):
     cache.evict()
     assert [e.name for e in entries(tmp_path / "cache")] == sorted([keys[0], keys[3]])
     assert not stale.exists()
+    decoded_images.store(cache.images_folder, "old", [np.zeros(size, np.uint8)])  # as large as an entry
+    os.utime(cache.images_folder / "old.npz", (time.time() - 200, time.time() - 200))
+    cache.evict()  # the decoded images are the least recently used
+    assert [e.name for e in entries(tmp_path / "cache")] == sorted([keys[0], keys[3]])
+    assert not (cache.images_folder / "old.npz").exists()
 
 
 def test_sizes_parse_and_a_bad_size_says_what_to_write():
