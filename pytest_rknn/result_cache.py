@@ -160,6 +160,14 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def _remove(path: Path) -> None:
+    """A folder with what is in it, or a file."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _warn(message: str) -> None:
     warnings.warn(RknnWarning(f"result cache: {message}"), stacklevel=3)
 
@@ -384,10 +392,7 @@ class ResultCache:
             os.rename(entry, trash)
         except OSError:
             return  # gone already: evicted or discarded by another run
-        if trash.is_dir():
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            trash.unlink(missing_ok=True)
+        _remove(trash)
 
     def entries(self) -> List[Tuple[float, int, Path]]:
         """(last used, bytes, path) of every whole entry: job and measurement folders, decoded images."""
@@ -417,7 +422,7 @@ class ResultCache:
                      *self.root.glob(f"{MEASUREMENTS}/??/.trash-*"), *self.root.glob(f"{IMAGES}/.t*")]:
             try:
                 if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
-                    shutil.rmtree(temp, ignore_errors=True)
+                    _remove(temp)
             except OSError:
                 continue
         entries = sorted(self.entries())

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pytest_rknn.detection.check import DetectionMetrics, detection_failures
 from pytest_rknn.detection.geometry import letterbox_params, to_original
 from pytest_rknn.detection.labels import load_ground_truth
 from pytest_rknn.detection.metrics import agreement_map, coco_map, count_differences
@@ -19,6 +20,7 @@ from pytest_rknn.detection.overlay import GAP, TITLE_HEIGHT, class_colour, draw_
 from pytest_rknn.detection.yolov5 import (DEFAULT_ANCHORS, DEFAULT_STRIDES, decode, detect_layout, num_classes,
                                           split_slices)
 from pytest_rknn.inputs import _letterbox
+from pytest_rknn.spec import YoloV5Check
 
 # ---------------------------------------------------------------- YOLOv5 layouts and decoding
 
@@ -487,3 +489,21 @@ def test_overlay_with_no_boxes_is_the_image_twice(tmp_path):
     pixels = np.asarray(Image.open(out).convert("RGB"))
     np.testing.assert_array_equal(pixels[TITLE_HEIGHT:, :40], pixels[TITLE_HEIGHT:, 40 + GAP:])
     assert (pixels[TITLE_HEIGHT:, :40] == (10, 200, 30)).all()
+
+
+def test_stored_figures_are_judged_by_the_gates_of_the_check_given():
+    """Gating is apart from measuring: the same figures pass one check and fail a stricter one, each
+    gate with its own line; min_agreement_map50 is a gate too."""
+    figures = DetectionMetrics(layout="heads", counts=[("a.jpg", 3, 3), ("b.jpg", 1, 4)], agreement_map50=0.62,
+                               agreement_map=0.4)
+    assert detection_failures(YoloV5Check(count_tolerance=3), figures) == []
+    strict = detection_failures(YoloV5Check(count_tolerance=1, min_agreement_map50=0.8, map50_ratio=0.7), figures)
+    assert len(strict) == 3
+    assert strict[0].startswith("yolov5: detection counts differ by more than 1 on 1 of 2 images (RKNN vs "
+                                "onnxruntime: b.jpg: 1 vs 4)")
+    assert strict[1].startswith("yolov5: agreement mAP@0.5 with onnxruntime 0.6200 < 0.7 x onnxruntime's 1.0000")
+    assert strict[2].startswith("yolov5: agreement mAP@0.5 with onnxruntime 0.6200 < min_agreement_map50 0.8")
+    labelled = DetectionMetrics(layout="heads", counts=[], map50=0.5, ref_map50=0.6, agreement_map50=0.9)
+    assert detection_failures(YoloV5Check(max_map50_drop=0.05), labelled)[0].startswith(
+        "yolov5: mAP@0.5 dropped by 0.1000 (0.6000 -> 0.5000) > max 0.05")
+

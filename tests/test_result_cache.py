@@ -263,10 +263,14 @@ def test_the_least_recently_used_entries_go_when_the_cache_is_full(tmp_path):
     cache.max_bytes = 2 * size + size // 2  # room for two
     stale = tmp_path / "cache" / ".tmp-left-by-a-killed-run"
     stale.mkdir()
-    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    stale_images = cache.images_folder / ".tmp-left-by-a-killed-run.npz"
+    stale_images.parent.mkdir()
+    stale_images.write_bytes(b"half")
+    for path in (stale, stale_images):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
     cache.evict()
     assert [e.name for e in entries(tmp_path / "cache")] == sorted([keys[0], keys[3]])
-    assert not stale.exists()
+    assert not stale.exists() and not stale_images.exists()
     decoded_images.store(cache.images_folder, "old", [np.zeros(size, np.uint8)])  # as large as an entry
     os.utime(cache.images_folder / "old.npz", (time.time() - 200, time.time() - 200))
     cache.evict()  # the decoded images are the least recently used
