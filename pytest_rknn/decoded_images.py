@@ -5,15 +5,16 @@ the result cache (evicted with it, least recently used first); an unreadable fil
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 
+from .atomic import write_atomic
 from .onnx_model import file_sha256
 
 FORMAT = 1  # bump when the preprocessing changes what an array holds
@@ -41,14 +42,12 @@ def load(folder: Optional[Path], key: str, count: int) -> Optional[List[np.ndarr
 
 
 def store(folder: Optional[Path], key: str, arrays: List[np.ndarray]) -> None:
-    """Written beside and renamed into place: a reader sees a whole file or none."""
+    """Written atomically: a reader sees a whole file or none."""
     if folder is None:
         return
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"a{i}": a for i, a in enumerate(arrays)})
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, **{f"a{i}": a for i, a in enumerate(arrays)})
-        os.replace(temp, folder / f"{key}.npz")
+        write_atomic(folder / f"{key}.npz", buffer.getvalue())
     except OSError:
         pass  # decoded again next time

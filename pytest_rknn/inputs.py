@@ -8,7 +8,6 @@ board would feed them); each 4-D input carries its layout so the NPU gets the ma
 from __future__ import annotations
 
 import glob
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -31,16 +30,6 @@ class InputSet:
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for name, layout in zip(self.names, self.layouts):
-            h.update(f"{name}:{layout};".encode())
-        for sample in self.samples:
-            for array in sample:
-                h.update(f"{array.dtype}{array.shape}".encode())
-                h.update(np.ascontiguousarray(array).tobytes())
-        return h.hexdigest()
 
 
 @dataclass

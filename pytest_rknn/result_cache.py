@@ -419,7 +419,7 @@ class ResultCache:
         left by killed runs go too."""
         now = time.time()
         for temp in [*self.root.glob(".tmp-*"), *self.root.glob("??/.trash-*"),
-                     *self.root.glob(f"{MEASUREMENTS}/??/.trash-*"), *self.root.glob(f"{IMAGES}/.t*")]:
+                     *self.root.glob(f"{MEASUREMENTS}/??/.trash-*"), *self.root.glob(f"{IMAGES}/.*")]:
             try:
                 if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
                     _remove(temp)
