@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
+from .diagnosis.profile import CpuLayer, Profile
 from .errors import SpecError
 from .result import OutputMetrics, format_cosine
 from .spec import Spec
@@ -53,3 +54,42 @@ def evaluate(spec: Spec, outputs: Sequence[OutputMetrics]) -> List[str]:
             if not (m.max_abs <= limit):
                 failures.append(f"{where}: max abs error {m.max_abs:.6g} > max {limit}")
     return failures
+
+
+def placement_failures(spec: Spec, profile: Optional[Profile], toolkit: str) -> List[str]:
+    """checks.placement against the build's layer table: one line naming every CPU layer beyond what
+    it allows, with the toolkit's reason and the `convert.op_target` that would ask for the NPU."""
+    check = spec.checks.placement
+    if check is None or profile is None:
+        return []
+    counted = [layer for layer in profile.cpu_layers if not layer.is_allowed(check.allow_cpu)]
+    if len(counted) <= check.cpu_ops:
+        return []
+    asked = {name for name, target in (spec.convert.op_target or {}).items() if target.lower() == "npu"}
+    refused = [layer for layer in counted if layer.tensor in asked or layer.node in asked]
+    if refused:
+        names = ", ".join(f"'{layer.tensor or layer.node}'" for layer in refused)
+        return [f"{_count(len(counted))} on the CPU where checks.placement allows {check.cpu_ops}"
+                f"{_allowed_note(check.allow_cpu)}: {_described(counted)}; convert.op_target already asks for "
+                f"{names} on the NPU and {toolkit} still placed it on the CPU, so the toolkit refuses it there "
+                f"(allow it with checks.placement.allow_cpu: [{refused[0].op_type}], or change the model)"]
+    fix = ", ".join(f"'{layer.tensor}': 'npu'" for layer in counted if layer.tensor)
+    hint = f"; to ask for the NPU, add under convert: op_target: {{{fix}}}" if fix else ""
+    return [f"{_count(len(counted))} on the CPU where checks.placement allows {check.cpu_ops}"
+            f"{_allowed_note(check.allow_cpu)}: {_described(counted)}{hint}"]
+
+
+def _count(n: int) -> str:
+    return f"{n} layer{'s' if n != 1 else ''}"
+
+
+def _allowed_note(op_types: List[str]) -> str:
+    return f" (besides {', '.join(op_types)})" if op_types else ""
+
+
+def _described(layers: List[CpuLayer]) -> str:
+    def one(layer: CpuLayer) -> str:
+        reason = f", toolkit: {layer.reason}" if layer.reason else ", the toolkit gave no reason"
+        return f"{layer.op_type} '{layer.node}'{reason}"
+
+    return "; ".join(one(layer) for layer in layers)

@@ -11,11 +11,13 @@ BUILD = "BUILD"  # the toolkit refused the model (a call returned -1)
 CRASH = "CRASH"  # the worker died from a signal
 TIMEOUT = "TIMEOUT"  # the worker ran past its time limit
 ACCURACY = "ACCURACY"  # a metric is out of tolerance
+PLACEMENT = "PLACEMENT"  # layers run on the CPU that the spec wants on the NPU (checks.placement, gate.cpu_ops)
+PERFORMANCE = "PERFORMANCE"  # slower or larger than allowed: board latency, the toolkit's cycle and memory estimates
 # Not a verdict on the model: an unexpected exception in pytest-rknn itself (a bug: please report
 # it) or in code it called (a hook implementation of yours). Its traceback goes to a report section.
 INTERNAL = "INTERNAL"
 
-FAILURE_CLASSES = (SPEC, ENV, BUILD, CRASH, TIMEOUT, ACCURACY, INTERNAL)
+FAILURE_CLASSES = (SPEC, ENV, BUILD, CRASH, TIMEOUT, ACCURACY, PLACEMENT, PERFORMANCE, INTERNAL)
 
 
 class RknnError(Exception):

@@ -82,6 +82,8 @@ class RunResult:
     toolkit_version: Optional[str] = None
     board: Optional[dict] = None  # board items: the board's preflight fingerprint
     detection: Optional[object] = None  # with checks.yolov5: a detection.check.DetectionMetrics
+    profile: Optional[object] = None  # sim items: the build's diagnosis.profile.Profile (placement, cycles, memory)
+    latency: Optional[dict] = None  # board items: inference() on the board, median_ms, p90_ms, runs, core_mask
     timings: Dict[str, float] = field(default_factory=dict)
     spec_path: Optional[Path] = None  # the spec file; None for a spec given as a dict
     fingerprint: Dict[str, object] = field(default_factory=dict)  # see README "Fingerprint"
@@ -101,16 +103,17 @@ class RunResult:
             self.failure_class = INTERNAL
             self.message, self.traceback = describe_exception(exc)
 
-    def add_failures(self, lines: List[str]) -> None:
-        """Fail the result for these reasons too (an ACCURACY failure if it had passed)."""
+    def add_failures(self, lines: List[str], failure_class: str = ACCURACY) -> None:
+        """Fail the result for these reasons too (in `failure_class` if it had passed)."""
         if lines and self.failure_class is None:
-            self.failure_class = ACCURACY
+            self.failure_class = failure_class
             self.message = lines[0]
         self.failures += lines
 
     def metrics(self) -> Dict[str, float]:
-        """The comparable numbers, flat: cosine.OUTPUT, max_abs.OUTPUT, vs_sim_cosine.OUTPUT, and
-        with a detector map50, map (against labels) and agreement_map50 (against onnxruntime)."""
+        """The comparable numbers, flat: cosine.OUTPUT, max_abs.OUTPUT, vs_sim_cosine.OUTPUT; with a
+        detector map50, map (against labels) and agreement_map50 (against onnxruntime); for a sim item the
+        build's profile (cpu_ops, cycles, memory.*), for a board item latency.median_ms."""
         flat = {}
         for m in self.outputs:
             if m.shape_ok and not m.missing:
@@ -122,6 +125,10 @@ class RunResult:
             for key in ("map50", "map", "agreement_map50"):
                 if getattr(self.detection, key) is not None:
                     flat[key] = getattr(self.detection, key)
+        if self.profile is not None:
+            flat.update(self.profile.metrics())
+        if self.latency is not None:
+            flat["latency.median_ms"] = self.latency["median_ms"]
         return flat
 
     def to_record(self) -> dict:
@@ -139,6 +146,8 @@ class RunResult:
             "metrics": {k: json_safe(v) for k, v in self.metrics().items()},
             "outputs": [m.to_dict() for m in self.outputs],
             "detection": json_safe(self.detection.to_dict()) if self.detection is not None else None,
+            "profile": self.profile.to_dict() if self.profile is not None else None,
+            "latency": self.latency,
             "thresholds": self.thresholds,
             "comparisons": self.comparisons,
             "fingerprint": self.fingerprint,

@@ -26,11 +26,13 @@ from .backends.board import BOARD, BoardBackend
 from .backends.onnxruntime import OnnxRuntimeBackend
 from .backends.simulator import SIM, SimulatorBackend, WrittenJob
 from .board.session import BoardPool
+from .checks import placement_failures
 from .comparisons import Comparisons
 from .detection.check import detect
 from .detection.check import setup as detection_setup
+from .diagnosis.profile import build_profile
 from .early_checks import check_before_build
-from .errors import ACCURACY, BUILD, CRASH, SPEC, TIMEOUT, RknnError, SpecError
+from .errors import ACCURACY, BUILD, CRASH, PLACEMENT, SPEC, TIMEOUT, RknnError, SpecError
 from .fingerprint import host_versions
 from .inputs import InputSet, prepare_inputs
 from .judge import Reference
@@ -172,7 +174,11 @@ class RknnRunner:
                                                 measured.files(written.job_dir))
             result.measurement_cache = MISS if key else OFF
         self._record_artifact(result, executed)
+        result.profile = build_profile(executed.result.get("layers"), staged.model, result.rknn_path,
+                                       executed.result["timings"].get("build"))
         judge.apply(result, spec, measured)
+        result.add_failures(placement_failures(spec, result.profile, f"rknn-toolkit2 {result.toolkit_version}"),
+                            PLACEMENT)
         if executed.outputs is None and (self.keep_outputs or not result.passed):  # arrays a person may open
             self.result_cache.load_outputs(written.key, written.job_dir)
 

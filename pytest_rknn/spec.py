@@ -189,15 +189,35 @@ class VsSimCosineCheck(_Strict):
     outputs: Dict[str, float] = {}
 
 
+class PlacementCheck(_Strict):
+    """Where the build puts its layers (simulator items, from the toolkit's layer table): at most
+    `cpu_ops` layers on the CPU, not counting layers whose op type is in `allow_cpu`."""
+
+    cpu_ops: int = Field(0, ge=0)
+    allow_cpu: List[str] = []
+
+
+class LatencyCheck(_Strict):
+    """Board items: inference() timed on the board, after one warm-up run; `runs` timed runs in all
+    (the samples, then again from the first), `max_ms` the highest median allowed (null: none)."""
+
+    max_ms: Optional[float] = Field(None, gt=0.0)
+    runs: int = Field(10, ge=1, le=10000)
+
+
 class ChecksSpec(_Strict):
     cosine: CosineCheck = CosineCheck()
     vs_sim_cosine: Optional[VsSimCosineCheck] = VsSimCosineCheck()  # null: not checked
     max_abs: Optional[MaxAbsCheck] = None
     yolov5: Optional[YoloV5Check] = None
+    placement: Optional[PlacementCheck] = None  # null: reported, not checked
+    latency: LatencyCheck = LatencyCheck()
 
     _cos = field_validator("cosine", mode="before")(_threshold_shorthand("min"))
     _vs_sim = field_validator("vs_sim_cosine", mode="before")(_threshold_shorthand("min"))
     _abs = field_validator("max_abs", mode="before")(_threshold_shorthand("max"))
+    _cpu = field_validator("placement", mode="before")(_threshold_shorthand("cpu_ops"))
+    _ms = field_validator("latency", mode="before")(_threshold_shorthand("max_ms"))
 
 
 class ReferenceSpec(_Strict):
@@ -208,7 +228,8 @@ class ReferenceSpec(_Strict):
 
 class _AllowedWorsening(_Strict):
     """How much worse than a reference a metric may get: cosines and mAPs may drop, max abs
-    error may grow, by this much. `null` leaves a metric out; max_abs is left out by default
+    error may grow, by this much; CPU layers may grow by this many; cycles, memory and latency by
+    this fraction (0.05: 5% more). `null` leaves a metric out; max_abs is left out by default
     because its scale depends on the output."""
 
     cosine: Optional[float] = Field(None, ge=0.0)
@@ -217,6 +238,10 @@ class _AllowedWorsening(_Strict):
     map50: Optional[float] = Field(None, ge=0.0)
     map: Optional[float] = Field(None, ge=0.0)
     agreement_map50: Optional[float] = Field(None, ge=0.0)
+    cpu_ops: Optional[int] = Field(0, ge=0)  # layers on the CPU (simulator items)
+    cycles: Optional[float] = Field(0.05, ge=0.0)  # the toolkit's estimated total cycles, relative
+    memory: Optional[float] = Field(0.10, ge=0.0)  # internal and weight memory and the .rknn size, each, relative
+    latency: Optional[float] = Field(0.25, ge=0.0)  # board items: the median inference time, relative
 
     def allowed(self) -> Dict[str, float]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -2,7 +2,7 @@
 
 A verbose build (`RKNN(verbose=True)`) logs, for every toolkit version seen here (2.3.2, 2.5.0), a
 `Network Layer Information Table` (ID, OpType, DataType, Target NPU/CPU, InputShape, OutputShape,
-Cycles(DDR/NPU/Total), RW(KB), FullName `OpType:output tensor`), then `Total Internal Memory Size`
+Cycles(DDR/NPU/Total), RW(KB), FullName `OpType:ONNX node name`), then `Total Internal Memory Size`
 and `Total Weight Memory Size`, and warning lines such as
 `W RKNN: [..] AveragePool count_include_pad=0, fallback to cpu` that say why a layer left the NPU.
 """
@@ -10,7 +10,7 @@ and `Total Weight Memory Size`, and warning lines such as
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterable, List, Optional
 
 _PREFIX = re.compile(r"^[DIWE] RKNN: \[[0-9:.]+\] ?")
@@ -33,12 +33,13 @@ class Layer:
     cycles_npu: Optional[int]
     cycles_total: Optional[int]
     rw_kb: Optional[float]
-    full_name: str  # OpType:output tensor, as the toolkit names it
+    full_name: str  # `OpType:node`: the ONNX node's name (of the first node, for a fused layer)
     reason: Optional[str] = None  # the toolkit's warning about this layer, for a CPU layer
 
     @property
-    def output_tensor(self) -> str:
-        """The name `convert.op_target` takes: the part of FullName after the first colon."""
+    def node_name(self) -> str:
+        """The ONNX node: the part of FullName after the first colon. Not the tensor `op_target`
+        takes (that is the node's output; see diagnosis/profile.py)."""
         return self.full_name.split(":", 1)[1] if ":" in self.full_name else self.full_name
 
     @property
@@ -60,6 +61,15 @@ class LayerTable:
     @property
     def npu_layers(self) -> List[Layer]:
         return [layer for layer in self.layers if layer.is_operator and layer.target == "NPU"]
+
+    def to_record(self) -> dict:
+        """Plain JSON types; the warnings only as far as they are a CPU layer's reason."""
+        return {"layers": [asdict(layer) for layer in self.layers], "internal_memory": self.internal_memory,
+                "weight_memory": self.weight_memory}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "LayerTable":
+        return cls([Layer(**layer) for layer in record["layers"]], record["internal_memory"], record["weight_memory"])
 
 
 def parse_layer_table(lines: Iterable[str]) -> Optional[LayerTable]:
@@ -109,13 +119,13 @@ def _layer(text: str) -> Optional[Layer]:
 
 
 def _reason(layer: Layer, warnings: List[str]) -> Optional[str]:
-    """The warning that names this layer's op type and output tensor, else one that names its op type
-    and the CPU (the toolkit's fallback lines name the op type only)."""
-    def names_tensor(warning: str) -> bool:
-        return re.search(rf"(?<![\w.]){re.escape(layer.output_tensor)}(?![\w.])", warning) is not None
+    """The warning that names this layer's op type and node, else one that names its op type and the
+    CPU (the toolkit's fallback lines name the op type only)."""
+    def names_node(warning: str) -> bool:
+        return re.search(rf"(?<![\w./]){re.escape(layer.node_name)}(?![\w./])", warning) is not None
 
     typed = [w for w in warnings if layer.op_type in w]
-    for found in ([w for w in typed if names_tensor(w)], [w for w in typed if "cpu" in w.lower()]):
+    for found in ([w for w in typed if names_node(w)], [w for w in typed if "cpu" in w.lower()]):
         if found:
             return found[0]
     return None

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import BUILD, CRASH, ENV, TIMEOUT, RknnError
+from ..atomic import write_atomic
 from ..logs import error_lines, last_step, log_tail, read_log, signal_name
+from .build_log import settle
 
 WORKER = Path(__file__).with_name("worker.py")
 KILL_GRACE_SECONDS = 5.0
@@ -72,7 +74,9 @@ def start_process(command: List[str], job_dir: Path, log, python: str, stdin=sub
 
 
 def classify(job_dir: Path, what: str, returncode: Optional[int], timeout: float) -> dict:
-    """How a job ended, from its exit status (TIMED_OUT, negative for a signal) and its job folder."""
+    """How a job ended, from its exit status (TIMED_OUT, negative for a signal) and its job folder.
+    A finished job's result.json gets the build's layer table (`layers`, see build_log.py)."""
+    layers = settle(job_dir)
     lines = read_log(job_dir)
     if returncode is TIMED_OUT:
         raise RknnError(TIMEOUT, f"{what}: no result after {timeout:g} s, during {last_step(lines)}; "
@@ -88,6 +92,9 @@ def classify(job_dir: Path, what: str, returncode: Optional[int], timeout: float
         return _no_result(what, returncode, lines, errors)
     result = json.loads(result_path.read_text())
     status = result["status"]
+    if status == "ok":
+        result["layers"] = layers
+        write_atomic(result_path, json.dumps(result, indent=1))
     if status == "SPEC":
         return result  # the caller knows the spec file to name
     if status == "BUILD":

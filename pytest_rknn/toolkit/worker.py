@@ -112,7 +112,7 @@ def run(job_dir):
         return finish("SPEC", step="config", field=f"convert.{key}",
                       message=f"rknn-toolkit2 {result['toolkit_version']} has no rknn.config parameter '{key}'; {hint}")
 
-    rknn = RKNN(verbose=bool(job.get("verbose")))
+    rknn = RKNN(verbose=True)  # only a verbose build prints the layer table; the host keeps the debug lines or not
     try:
         return build_and_simulate(rknn, job, config, job_dir, result, finish)
     finally:
