@@ -93,3 +93,13 @@ def _described(layers: List[CpuLayer]) -> str:
         return f"{layer.op_type} '{layer.node}'{reason}"
 
     return "; ".join(one(layer) for layer in layers)
+
+
+def latency_failures(spec: Spec, latency: Optional[dict]) -> List[str]:
+    """checks.latency.max_ms against the median inference() time the board measured."""
+    limit = spec.checks.latency.max_ms
+    if limit is None or latency is None or latency["median_ms"] <= limit:
+        return []
+    return [f"median inference time on the board {latency['median_ms']:.3g} ms > checks.latency.max_ms {limit:g} "
+            f"(p90 {latency['p90_ms']:.3g} ms over {latency['runs']} runs after a warm-up, core mask "
+            f"{latency['core_mask']})"]

@@ -7,12 +7,14 @@ import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .baseline import BaselineStore, rounded
-from .errors import ENV, RknnError
+from .errors import ACCURACY, ENV, PERFORMANCE, PLACEMENT, RknnError
 from .onnx_model import file_sha256
 from .result import RunResult
 from .spec import Spec
 
-LOWER_IS_BETTER = {"max_abs"}
+LOWER_IS_BETTER = {"max_abs", "cpu_ops", "cycles", "memory", "latency"}
+RELATIVE = {"cycles", "memory", "latency"}  # allowed growth as a fraction of the reference: 0.05 is 5% more
+FAMILY_CLASSES = {"cpu_ops": PLACEMENT, "cycles": PERFORMANCE, "memory": PERFORMANCE, "latency": PERFORMANCE}
 BASELINE = "baseline"
 RERECORD_HINT = "re-record with --rknn-baseline-update"
 
@@ -23,8 +25,20 @@ def family(metric: str) -> str:
 
 
 def worsening(metric: str, value: float, reference: float) -> float:
-    """How much worse `value` is than `reference` (negative when better)."""
-    return value - reference if family(metric) in LOWER_IS_BETTER else reference - value
+    """How much worse `value` is than `reference` (negative when better); for a RELATIVE family, as a
+    fraction of the reference."""
+    kind = family(metric)
+    worse = value - reference if kind in LOWER_IS_BETTER else reference - value
+    if kind in RELATIVE:
+        return worse / reference if reference > 0 else (math.inf if worse > 0 else 0.0)
+    return worse
+
+
+def failure_class(deltas: Dict[str, dict]) -> str:
+    """The class of the first metric that failed: ACCURACY for the numbers, PLACEMENT for CPU layers,
+    PERFORMANCE for cycles, memory and latency."""
+    failed = [name for name, delta in deltas.items() if delta["failed"]]
+    return FAMILY_CLASSES.get(family(failed[0]), ACCURACY) if failed else ACCURACY
 
 
 SUMMARY_FAMILIES = ("cosine", "vs_sim_cosine", "map50", "agreement_map50")  # others only when they fail
@@ -66,9 +80,19 @@ def compare_metrics(current: Dict[str, float], reference: Dict[str, float], allo
         failed = limit is not None and worse > limit * (1 + 1e-9) + 1e-12
         deltas[name] = {"value": value, "reference": ref, "delta": value - ref, "allowed": limit, "failed": failed}
         if failed:
-            failures.append(f"{label}: {name} {value:.6g} vs {ref:.6g} "
-                            f"(worse by {worse:.4g}; {gate_key}.{family(name)} allows {limit:g})")
+            failures.append(f"{label}: {name} {value:.6g} vs {ref:.6g} ({_worse_text(name, worse)}; "
+                            f"{gate_key}.{family(name)} allows {_allowed_text(name, limit)})")
     return deltas, failures
+
+
+def _worse_text(metric: str, worse: float) -> str:
+    if family(metric) in RELATIVE:
+        return f"{worse:.1%} more" if math.isfinite(worse) else "more, from 0"
+    return f"worse by {worse:.4g}"
+
+
+def _allowed_text(metric: str, limit: float) -> str:
+    return f"{limit:.0%} more" if family(metric) in RELATIVE else f"{limit:g}"
 
 
 def _number(value) -> Optional[float]:
@@ -108,10 +132,11 @@ class Comparisons:
             return
         deltas, failures = compare_metrics(result.metrics(), entry.get("metrics", {}), spec.baseline_gate.allowed(),
                                            f"{BASELINE} {path}", "baseline_gate")
+        failures = _with_cpu_layers(failures, result)
         result.comparisons.append({"against": BASELINE, "source": path, "deltas": deltas})
         if failures:
             failures[-1] += f"; if this is expected, {RERECORD_HINT}"
-        result.add_failures(failures)
+        result.add_failures(failures, failure_class(deltas))
 
     def _against_version(self, spec: Spec, result: RunResult, measure: Callable[[str], RunResult]) -> None:
         other = self.compare_to
@@ -123,8 +148,9 @@ class Comparisons:
             return
         deltas, failures = compare_metrics(result.metrics(), reference, spec.gate.allowed(),
                                            f"upgrade gate vs {other} ({source})", "gate")
+        failures = _with_cpu_layers(failures, result)
         result.comparisons.append({"against": other, "source": source, "deltas": deltas})
-        result.add_failures(failures)
+        result.add_failures(failures, failure_class(deltas))
 
     def _not_compared(self, result: RunResult, why: str, failure_class: str) -> None:
         """When the compare-to version is tested in this run, its own items fail and say why: a warning
@@ -155,6 +181,14 @@ class Comparisons:
         if not measured.metrics():
             return None, "this run", measured
         return measured.metrics(), "this run", None
+
+
+def _with_cpu_layers(failures: List[str], result: RunResult) -> List[str]:
+    """A failed cpu_ops line names the layers that run on the CPU now, with the toolkit's reasons."""
+    layers = result.profile.cpu_layers if result.profile is not None else []
+    named = "; ".join(f"{layer.op_type} '{layer.node}'" + (f" ({layer.reason})" if layer.reason else "")
+                      for layer in layers)
+    return [f"{line}; on the CPU now: {named}" if ": cpu_ops " in line and named else line for line in failures]
 
 
 def _spec_file(result: RunResult) -> Optional[str]:

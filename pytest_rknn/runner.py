@@ -26,13 +26,13 @@ from .backends.board import BOARD, BoardBackend
 from .backends.onnxruntime import OnnxRuntimeBackend
 from .backends.simulator import SIM, SimulatorBackend, WrittenJob
 from .board.session import BoardPool
-from .checks import placement_failures
+from .checks import latency_failures, placement_failures
 from .comparisons import Comparisons
 from .detection.check import detect
 from .detection.check import setup as detection_setup
 from .diagnosis.profile import build_profile
 from .early_checks import check_before_build
-from .errors import ACCURACY, BUILD, CRASH, PLACEMENT, SPEC, TIMEOUT, RknnError, SpecError
+from .errors import ACCURACY, BUILD, CRASH, PERFORMANCE, PLACEMENT, SPEC, TIMEOUT, RknnError, SpecError
 from .fingerprint import host_versions
 from .inputs import InputSet, prepare_inputs
 from .judge import Reference
@@ -194,9 +194,11 @@ class RknnRunner:
         result.warnings += executed.result.get("warnings", [])
         result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
         result.log_path = executed.job_dir / "log.txt"
+        result.latency = executed.result.get("latency")
         where = f"board {result.board['address']}" if result.board else "board"
         judge.apply(result, spec, judge.measure(_names(staged), staged.inputs.labels, reference, executed,
                                                 simulated, where))
+        result.add_failures(latency_failures(spec, result.latency), PERFORMANCE)
 
     def _record_artifact(self, result: RunResult, simulated: Executed) -> None:
         """The simulator job's .rknn, toolkit, timings and log in the result."""

@@ -112,7 +112,8 @@ def test_specs_can_be_written_in_python(workdir):
 def test_gates_are_validated_with_suggestions(workdir):
     spec = spec_from_dict({"model": "cnn.onnx", "gate": {"map50": 0.02, "max_abs": 0.1}}, base_dir=workdir)
     assert spec.gate.allowed() == {"cosine": 0.002, "vs_sim_cosine": 0.002, "max_abs": 0.1, "map50": 0.02,
-                                   "map": 0.01, "agreement_map50": 0.02}
+                                   "map": 0.01, "agreement_map50": 0.02, "cpu_ops": 0, "cycles": 0.05, "memory": 0.10,
+                                   "latency": 0.25}
     assert spec_from_dict({"model": "cnn.onnx", "baseline_gate": {"cosine": None}},
                           base_dir=workdir).baseline_gate.allowed().get("cosine") is None
     with pytest.raises(SpecError) as excinfo:
