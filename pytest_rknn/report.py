@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .comparisons import worst_per_family
+from .comparisons import RELATIVE, worst_per_family
 from .result import RunResult, format_cosine
 
 
@@ -29,6 +29,15 @@ def junit_properties(result: RunResult) -> List[Tuple[str, str]]:
         for key in ("map50", "map", "ref_map50", "ref_map", "agreement_map50", "agreement_map"):
             if getattr(d, key) is not None:
                 props.append((f"rknn.yolov5.{key}", f"{getattr(d, key):.4f}"))
+    if result.profile is not None:
+        p = result.profile
+        props += [(f"rknn.profile.{key}", _number_text(getattr(p, key))) for key in PROFILE_PROPERTIES
+                  if getattr(p, key) is not None]
+        props += [(f"rknn.profile.cpu_layer.{layer.node}", f"{layer.op_type}: {layer.reason or 'no reason given'}")
+                  for layer in p.cpu_layers]
+    if result.latency is not None:
+        props += [(f"rknn.latency.{key}", str(result.latency[key])) for key in ("median_ms", "p90_ms", "runs",
+                                                                              "core_mask") if key in result.latency]
     if result.board:
         props += [(f"rknn.board.{k}", str(v)) for k, v in result.board.items() if v and k != "compatible"]
     for key in ("model_sha256", "config_hash"):
@@ -42,6 +51,47 @@ def junit_properties(result: RunResult) -> List[Tuple[str, str]]:
         for name, delta in comparison.get("deltas", {}).items():
             props.append((f"{prefix}.{name}", f"{delta['delta']:+.6g}"))
     return props
+
+
+def _number_text(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+PROFILE_PROPERTIES = ("npu_ops", "cpu_ops", "cycles", "internal_memory", "weight_memory", "rknn_bytes", "build_seconds")
+
+
+def profile_text(record: Dict) -> str:
+    """`NPU 1 CPU 1 (AveragePool) 2.3k cyc 17KB` for a sim item, `1.21 ms (p90 1.40)` for a board item."""
+    profile, latency = record.get("profile"), record.get("latency")
+    if latency:
+        return f"{latency['median_ms']:.3g} ms (p90 {latency['p90_ms']:.3g})"
+    if not profile:
+        return "-"
+    cpu = profile["cpu_layers"]
+    types = sorted({layer["op_type"] for layer in cpu})
+    where = f"NPU {profile['npu_ops']} CPU {profile['cpu_ops']}" + (f" ({', '.join(types)})" if types else "")
+    memory = [m for m in (profile.get("internal_memory"), profile.get("weight_memory")) if m is not None]
+    costs = ([f"{_si(profile['cycles'])} cyc"] if profile.get("cycles") is not None else []) + (
+        [_bytes(sum(memory))] if memory else [])
+    return "  ".join([where, *costs])
+
+
+def _si(value: float) -> str:
+    """2304 -> 2.3k, 1.2e9 -> 1.2G."""
+    for unit in ("", "k", "M"):
+        if abs(value) < 1000:
+            return f"{value:.3g}{unit}" if unit else f"{value:g}"
+        value /= 1000
+    return f"{value:.3g}G"
+
+
+def _bytes(value: float) -> str:
+    """17088 -> 16.7KB (1 KB = 1024 bytes, as the toolkit counts)."""
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{value:.3g}{unit}"
+        value /= 1024
+    return f"{value:.3g}GB"
 
 
 def _map50_text(detection: Optional[dict]) -> str:
@@ -71,15 +121,22 @@ def comparison_text(comparison: dict) -> str:
     if comparison.get("missing"):
         return "no baseline" if comparison["against"] == "baseline" else "n/a"
     worst = worst_per_family(comparison["deltas"])
-    return "  ".join(f"{FAMILY_LABELS.get(f, f)} {delta_text(d)}" for f, d in worst.items()) or "-"
+    return "  ".join(f"{FAMILY_LABELS.get(f, f)} {delta_text(d, f)}" for f, d in worst.items()) or "-"
 
 
-def delta_text(delta: dict) -> str:
-    return (f"{delta['delta']:+.2g}" if delta["delta"] else "=") + ("!" if delta["failed"] else "")
+def delta_text(delta: dict, family: str = "") -> str:
+    """`+0.0012`, or `+12%` for a cost compared relatively; `!` where it failed."""
+    if not delta["delta"]:
+        text = "="
+    elif family in RELATIVE and delta["reference"]:
+        text = f"{delta['delta'] / delta['reference']:+.0%}"
+    else:
+        text = f"{delta['delta']:+.2g}"
+    return text + ("!" if delta["failed"] else "")
 
 
 FAMILY_LABELS = {"cosine": "cos", "vs_sim_cosine": "vs-sim", "map50": "mAP50", "agreement_map50": "agree50",
-                 "map": "mAP"}
+                 "map": "mAP", "cpu_ops": "cpu", "cycles": "cyc", "memory": "mem", "latency": "lat"}
 
 
 def spec_titles(records: List[Dict]) -> Dict[Tuple[str, str], str]:
@@ -104,17 +161,18 @@ def spec_key(record: Dict) -> Tuple[str, str]:
 
 def summary_table(records: List[Dict]) -> List[str]:
     against = sorted({c["against"] for r in records for c in r.get("comparisons", [])}, key=lambda a: a != "baseline")
-    header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "mAP@0.5"]
+    header = ["spec", "version", "backend", "worst cosine per output", "board vs sim", "mAP@0.5", "where / cost"]
     header += [f"vs {a}" for a in against] + ["outcome", "class", "cache"]
     body = []
     titles = spec_titles(records)
     for r in sorted(records, key=lambda r: (titles[spec_key(r)], r["version"], r["backend"] != "sim", r["backend"])):
         by_against = {c["against"]: c for c in r.get("comparisons", [])}
         body.append([titles[spec_key(r)], r["version"], r["backend"], _cosine_text(r["metrics"], "cosine."),
-                     _cosine_text(r["metrics"], "vs_sim_cosine."), _map50_text(r.get("detection")) or "-"]
+                     _cosine_text(r["metrics"], "vs_sim_cosine."), _map50_text(r.get("detection")) or "-",
+                     profile_text(r)]
                     + [comparison_text(by_against[a]) if a in by_against else "-" for a in against]
                     + [r["outcome"], r["class"] or "-", r.get("cache") or "-"])
-    for column in (len(header) - 1, 5, 4):  # drop the cache, board and mAP columns when no row fills them
+    for column in (len(header) - 1, 6, 5, 4):  # drop the cache, profile, mAP, board columns when no row fills them
         if all(row[column] in ("-", "off") for row in body):
             header.pop(column)
             for row in body:

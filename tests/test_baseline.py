@@ -8,7 +8,7 @@ import pytest
 
 from pytest_rknn.atomic import write_atomic
 from pytest_rknn.baseline import BaselineStore
-from pytest_rknn.comparisons import Comparisons, compare_metrics
+from pytest_rknn.comparisons import Comparisons, compare_metrics, failure_class
 from pytest_rknn.errors import RknnError
 from pytest_rknn.result import OutputMetrics, RunResult
 from pytest_rknn.spec import spec_from_dict
@@ -168,6 +168,22 @@ def test_compare_metrics_knows_which_way_is_worse():
     assert deltas["cosine.b"]["failed"] is False and deltas["cosine.b"]["delta"] == pytest.approx(0.0005)
     assert deltas["map50"]["failed"] is False  # worse by exactly the allowance: still allowed
     assert "map" not in deltas  # NaN has no delta
+
+
+def test_costs_are_gated_as_relative_growth_and_fail_in_their_own_class():
+    current = {"cosine.a": 0.999, "cpu_ops": 1, "cycles": 1100, "memory.weight": 1050, "latency.median_ms": 0.0}
+    reference = {"cosine.a": 0.999, "cpu_ops": 0, "cycles": 1000, "memory.weight": 1000, "latency.median_ms": 0.0}
+    allowed = {"cosine": 0.002, "cpu_ops": 0, "cycles": 0.05, "memory": 0.10, "latency": 0.25}
+    deltas, failures = compare_metrics(current, reference, allowed, "upgrade gate vs 2.3.2 (this run)", "gate")
+    assert failures == ["upgrade gate vs 2.3.2 (this run): cpu_ops 1 vs 0 (worse by 1; gate.cpu_ops allows 0)",
+                        "upgrade gate vs 2.3.2 (this run): cycles 1100 vs 1000 (10.0% more; gate.cycles allows 5% more)"]
+    assert deltas["memory.weight"]["failed"] is False  # 5% more, 10% allowed
+    assert deltas["latency.median_ms"]["failed"] is False  # from 0 to 0 is no growth
+    assert failure_class(deltas) == "PLACEMENT"
+    del deltas["cpu_ops"]
+    assert failure_class(deltas) == "PERFORMANCE"
+    fewer, none = compare_metrics({"cycles": 900, "cpu_ops": 0}, {"cycles": 1000, "cpu_ops": 2}, allowed, "x", "gate")
+    assert none == [] and fewer["cycles"]["delta"] == -100  # cheaper is never a failure
 
 
 def _result(version, cosine, spec_path=None):

@@ -72,7 +72,8 @@ def test_a_regression_fails_only_its_metric_with_both_values_until_re_recorded(r
     result.stdout.fnmatch_lines(["pytest-rknn: baseline rknn-baseline/cnn_int8.json: created (2.5.0-sim)"])
     recorded = (baseline / "cnn_int8.json").read_text()
     entry = json.loads(recorded)["entries"]["2.5.0-sim"]
-    assert set(entry["metrics"]) == {"cosine.logits", "cosine.features", "max_abs.logits", "max_abs.features"}
+    assert set(entry["metrics"]) == {"cosine.logits", "cosine.features", "max_abs.logits", "max_abs.features",
+                                     "cpu_ops", "cycles", "memory.internal", "memory.weight", "memory.rknn_file"}
 
     result, _ = run_pytest("--rknn-baseline=rknn-baseline")
     result.assert_outcomes(passed=1)

@@ -1,0 +1,110 @@
+"""Where a build puts its layers and what it costs, end to end in the real 2.3.2 and 2.5.0 simulators:
+the AveragePool example (count_include_pad=0) that the toolkit quietly runs on the CPU, the
+placement check and its ready-to-paste op_target line, the profile of every example, and the upgrade
+gate on a profile change."""
+
+import json
+import re
+
+import yaml
+from conftest import EXAMPLES, MODELS, write_spec
+
+from pytest_rknn.checks import placement_failures
+from pytest_rknn.diagnosis.profile import CpuLayer, Profile
+from pytest_rknn.spec import spec_from_dict
+
+VERSIONS = "--rknn-toolkit=2.3.2,2.5.0"
+AVGPOOL = f"""
+model: {MODELS}/avgpool.onnx
+inputs:
+  x: {{random: [0, 1], count: 2}}
+checks:
+  cosine: {{min: 0.999}}
+"""
+
+
+def _items(report):
+    return json.loads(report.read_text())["items"]
+
+
+def test_the_avgpool_example_is_reported_with_its_cpu_layer_and_the_toolkits_reason(run_pytest, tmp_path):
+    report = tmp_path / "report.json"
+    result, _ = run_pytest(str(EXAMPLES / "avgpool.rknn.yaml"), VERSIONS, f"--rknn-json={report}")
+    result.assert_outcomes(passed=2)  # no placement check: reported, not judged
+    for item in _items(report):
+        [layer] = item["profile"]["cpu_layers"]
+        assert (layer["op_type"], layer["node"], layer["tensor"]) == ("AveragePool", "avgpool", "y"), item["version"]
+        assert "count_include_pad=0, fallback to cpu" in layer["reason"]
+        assert item["metrics"]["cpu_ops"] == 1 and item["profile"]["npu_ops"] == 1
+    rows = [line for line in result.outlines if line.startswith("avgpool ")]
+    assert len(rows) == 2 and all("CPU 1 (AveragePool)" in row for row in rows), rows
+
+
+def test_the_placement_check_fails_with_an_op_target_line_that_makes_it_pass(run_pytest, tmp_path):
+    spec = write_spec(tmp_path, "avg", AVGPOOL + "  placement: {cpu_ops: 0}\n")
+    report = tmp_path / "report.json"
+    result, _ = run_pytest(str(spec), VERSIONS, f"--rknn-json={report}")
+    result.assert_outcomes(failed=2)
+    for item in _items(report):
+        assert item["class"] == "PLACEMENT", item["message"]
+        assert "AveragePool 'avgpool'" in item["message"] and "fallback to cpu" in item["message"]
+    line = re.search(r"add under convert: (op_target: \{.*\})", _items(report)[0]["message"]).group(1)
+    assert yaml.safe_load(line) == {"op_target": {"y": "npu"}}  # valid YAML, pasted as it is
+
+    spec.write_text(AVGPOOL + "  placement: {cpu_ops: 0}\nconvert:\n  " + line + "\n")
+    result, _ = run_pytest(str(spec), VERSIONS, f"--rknn-json={report}")
+    result.assert_outcomes(passed=2)  # the toolkit puts it on the NPU, and the cosine holds
+    for item in _items(report):
+        assert item["profile"]["cpu_ops"] == 0 and item["profile"]["npu_ops"] == 2, item["version"]
+
+
+def test_allow_cpu_lets_a_listed_op_type_stay_on_the_cpu(run_pytest, tmp_path):
+    spec = write_spec(tmp_path, "avg", AVGPOOL + "  placement: {allow_cpu: [AveragePool]}\n")
+    result, _ = run_pytest(str(spec))
+    result.assert_outcomes(passed=1)
+
+
+def test_the_message_says_when_the_toolkit_refuses_a_layer_the_spec_asks_for_on_the_npu(workdir):
+    spec = spec_from_dict({"model": "avgpool.onnx", "convert": {"op_target": {"y": "npu"}},
+                           "checks": {"placement": 0}}, base_dir=workdir)
+    profile = Profile(1, 1, 2304, 13824, 3264, 19881, 0.05,
+                      [CpuLayer("AveragePool", "avgpool", "AveragePool", "y", "fallback to cpu")])
+    [line] = placement_failures(spec, profile, "rknn-toolkit2 2.5.0")
+    assert "already asks for 'y' on the NPU" in line and "toolkit refuses" in line and "allow_cpu" in line
+    assert placement_failures(spec, Profile(2, 0, 2304, 13824, 3264, 19881, 0.05, []), "x") == []
+
+
+def test_every_example_has_its_profile_in_the_json_report_for_each_version(run_pytest, tmp_path):
+    report = tmp_path / "report.json"
+    result, _ = run_pytest(str(EXAMPLES), VERSIONS, f"--rknn-json={report}")
+    items = _items(report)
+    assert len(items) == 2 * len(list(EXAMPLES.glob("*.rknn.yaml"))), result.outlines[-5:]
+    for item in items:
+        profile, where = item["profile"], f"{item['spec']} {item['version']}"
+        assert profile is not None, where
+        assert profile["npu_ops"] + profile["cpu_ops"] > 0 and profile["cycles"] > 0, where
+        assert profile["internal_memory"] > 0 and profile["weight_memory"] > 0 and profile["rknn_bytes"] > 0, where
+        assert profile["build_seconds"] > 0, where
+        assert {"cpu_ops", "cycles", "memory.internal", "memory.weight"} <= set(item["metrics"]), where
+
+
+def test_the_upgrade_gate_fails_a_version_that_moved_a_layer_to_the_cpu(run_pytest, tmp_path):
+    """The spec's `versions:` override sends the pool to the CPU in 2.5.0 only; 2.3.2 runs it on the NPU."""
+    spec = write_spec(tmp_path, "moved", AVGPOOL + """convert:
+  op_target: {y: npu}
+versions:
+  "2.5.0": {convert: {op_target: {y: cpu}}}
+""")
+    report = tmp_path / "report.json"
+    result, _ = run_pytest(str(spec), VERSIONS, "--rknn-compare-to=2.3.2", f"--rknn-json={report}")
+    result.assert_outcomes(passed=1, failed=1)
+    [new] = [item for item in _items(report) if item["version"] == "2.5.0"]
+    assert new["class"] == "PLACEMENT"
+    assert "upgrade gate vs 2.3.2" in new["message"] and "cpu_ops 1 vs 0" in new["message"], new["message"]
+    assert "gate.cpu_ops allows 0" in new["message"] and "AveragePool 'avgpool'" in new["message"]
+
+    # Allowed: the same run passes. A CPU layer also makes the .rknn file a third larger (measured: 19881
+    # against 26473 bytes), which gate.memory would catch on its own.
+    spec.write_text(spec.read_text() + "gate: {cpu_ops: 1, memory: 0.5}\n")
+    result, _ = run_pytest(str(spec), VERSIONS, "--rknn-compare-to=2.3.2")
+    result.assert_outcomes(passed=2)
