@@ -2,7 +2,8 @@
 
 A chart is a row of groups (one per version-backend) of bars (one per output). The y axis is
 zoomed to the data, because the interesting cosines all lie between 0.99 and 1.0; dashed lines
-mark each bar's threshold and each group's reference value."""
+mark each bar's threshold and each group's reference value. A quantity chart (cycles, bytes, a
+count) is a small one whose y axis starts at 0, with each bar's value written above it."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ BAR_GAP = 6
 GROUP_GAP = 26
 PLOT_HEIGHT = 200
 TOP = 60  # title and legend
+LEGEND_HEIGHT = 24
 MAX_LABEL_CHARS = 16
 MAX_CELL = 84  # wider bar labels are written slanted
 
@@ -38,6 +40,8 @@ class Bar:
     failed: bool = False
     threshold: Optional[float] = None
     tooltip: str = ""
+    text: str = ""  # written above the bar
+    whisker: Optional[float] = None  # a line up from the bar's top to this value (a p90 over a median)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,33 @@ class Group:
     failed: bool = False
     reference: Optional[float] = None  # a value the bars are judged against (onnxruntime's mAP)
     empty_note: str = "no data"  # written in place of bars when there are none
+
+
+@dataclass(frozen=True)
+class Units:
+    """How a quantity is written: 2.3k cycles, 17 KB. `integer`: no ticks between whole numbers."""
+
+    base: int
+    names: Tuple[str, ...]
+    integer: bool = False
+
+    def scale(self, value: float) -> Tuple[float, str]:
+        power = 0
+        while power + 1 < len(self.names) and abs(value) >= self.base ** (power + 1):
+            power += 1
+        return float(self.base ** power), self.names[power]
+
+    def text(self, value: float) -> str:
+        scale, name = self.scale(value)
+        scaled = value / scale
+        digits = f"{scaled:.1f}".removesuffix(".0") if abs(scaled) < 10 else f"{scaled:.0f}"
+        return digits + name
+
+
+CYCLES = Units(1000, ("", "k", "M", "G"))
+BYTES = Units(1024, (" B", " KB", " MB", " GB"))
+COUNT = Units(1000, ("", "k", "M"), integer=True)
+MILLISECONDS = Units(1000, (" ms", " s"))
 
 
 @dataclass(frozen=True)
@@ -62,11 +93,12 @@ class _Layout:
 
 
 def bar_chart(title: str, groups: Sequence[Group], *, y_max: float = 1.0, threshold_name: str = "min",
-              reference_name: str = "onnxruntime", value_decimals: Optional[int] = None) -> str:
+              reference_name: str = "onnxruntime", value_decimals: Optional[int] = None,
+              units: Optional[Units] = None, legend: bool = True, plot_height: float = PLOT_HEIGHT) -> str:
     """A grouped bar chart as one <svg> element, sized in pixels (CSS scales it down when narrow).
-    `value_decimals`: write each bar's value above it with that many decimals."""
-    lo, hi, ticks, decimals = y_axis(_finite(_plotted_values(groups)), y_max)
-    tick_labels = [f"{t:.{decimals}f}" for t in ticks]
+    `value_decimals`: write each bar's value above it with that many decimals (a bar's `text` wins).
+    `units`: the y axis starts at 0 and its ticks are written in these units, instead of zoomed."""
+    lo, hi, ticks, tick_labels = _ticks(_finite(_plotted_values(groups)), y_max, units)
     left = 14 + _text_width(max(tick_labels, key=len))
     names = (threshold_name, reference_name)
     line_labels = _line_labels(groups, *names)
@@ -77,16 +109,17 @@ def bar_chart(title: str, groups: Sequence[Group], *, y_max: float = 1.0, thresh
         left = max(left, longest * math.cos(math.radians(40)) - GROUP_GAP / 2 - BAR / 2 + 8)
     layout = _layout(groups, left, rotate, cell)
     label_depth = _bar_label_depth(groups, layout.rotate_labels)
-    bottom = TOP + PLOT_HEIGHT
+    top = TOP if legend else TOP - LEGEND_HEIGHT
+    bottom = top + plot_height
     height = bottom + label_depth + FONT + 14
     width = max(layout.width + right, BOLD * _text_width(title, FONT + 2) + 16,
-                _legend_width(groups, line_labels, names))
+                _legend_width(groups, line_labels, names) if legend else 0)
 
     def y(value: float) -> float:
-        return bottom - (min(max(value, lo), hi) - lo) / (hi - lo) * PLOT_HEIGHT
+        return bottom - (min(max(value, lo), hi) - lo) / (hi - lo) * plot_height
 
-    parts = [_header(title, groups, line_labels, names),
-             _y_axis(ticks, tick_labels, y, left, layout.width),
+    parts = [_header(title, groups, line_labels, names, legend),
+             _y_axis(ticks, tick_labels, y, left, layout.width, top),
              _bars(groups, layout, y, bottom, value_decimals),
              _lines(groups, layout, y),
              _line_label_texts(line_labels, y, layout.width + 6),
@@ -95,6 +128,19 @@ def bar_chart(title: str, groups: Sequence[Group], *, y_max: float = 1.0, thresh
             f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{escape(title)}" '
             f'font-family="DejaVu Sans, Arial, sans-serif" font-size="{FONT}">'
             + "".join(parts) + "</svg>")
+
+
+def quantity_chart(title: str, groups: Sequence[Group], units: Units) -> str:
+    """A small chart of one quantity (cycles, bytes, a count), a bar per group, from 0, no legend."""
+    return bar_chart(title, groups, units=units, legend=False, plot_height=PLOT_HEIGHT * 0.6)
+
+
+def _ticks(values: List[float], y_max: float, units: Optional[Units]) -> Tuple[float, float, List[float], List[str]]:
+    if units is not None:
+        ticks, labels = zero_axis(values, units)
+        return 0.0, ticks[-1], ticks, labels
+    lo, hi, ticks, decimals = y_axis(values, y_max)
+    return lo, hi, ticks, [f"{t:.{decimals}f}" for t in ticks]
 
 
 def y_axis(values: List[float], y_max: float = 1.0) -> Tuple[float, float, List[float], int]:
@@ -111,6 +157,18 @@ def y_axis(values: List[float], y_max: float = 1.0) -> Tuple[float, float, List[
     return bottom, top, ticks, decimals
 
 
+def zero_axis(values: List[float], units: Units) -> Tuple[List[float], List[str]]:
+    """(ticks, labels) from 0 to a nice number at or above the largest value, in the unit that suits it."""
+    highest = max(values + [0.0])
+    scale, name = units.scale(highest)
+    step = _nice_step(highest / scale / 4) if highest > 0 else 1.0
+    if units.integer:
+        step = max(step, 1.0)
+    count = max(1, math.ceil(highest / scale / step - 1e-9))
+    ticks = [k * step * scale for k in range(count + 1)]
+    return ticks, ["0"] + [f"{round(k * step, 6):g}{name}" for k in range(1, count + 1)]
+
+
 def _nice_step(raw: float) -> float:
     magnitude = 10 ** math.floor(math.log10(raw))
     return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
@@ -121,7 +179,7 @@ def _plotted_values(groups: Iterable[Group]) -> List[Optional[float]]:
     for group in groups:
         values.append(group.reference)
         for bar in group.bars:
-            values += [bar.value, bar.threshold]
+            values += [bar.value, bar.threshold, bar.whisker]
     return values
 
 
@@ -138,10 +196,12 @@ def _short(label: str) -> str:
 
 
 def _cells(groups: Sequence[Group]) -> Tuple[bool, float]:
-    """Whether bar labels are slanted, and the width of a bar's cell: wide enough for its label."""
+    """Whether bar labels are slanted, and the width of a bar's cell: wide enough for its label and
+    the text above it."""
     longest = max((_text_width(_short(b.label)) for g in groups for b in g.bars), default=0)
+    text = max((_text_width(b.text) for g in groups for b in g.bars), default=0)
     rotate = longest + 8 > MAX_CELL
-    return rotate, BAR + BAR_GAP if rotate else max(BAR + BAR_GAP, longest + 8)
+    return rotate, max(BAR + BAR_GAP, text + 8, 0 if rotate else longest + 8)
 
 
 def _layout(groups: Sequence[Group], left: float, rotate: bool, cell: float) -> _Layout:
@@ -189,9 +249,11 @@ def _legend_width(groups: Sequence[Group], line_labels, names: Tuple[str, str]) 
     return 8 + sum(36 + _text_width(text) for _, text, _ in _legend(groups, line_labels, names))
 
 
-def _header(title: str, groups: Sequence[Group], line_labels, names: Tuple[str, str]) -> str:
+def _header(title: str, groups: Sequence[Group], line_labels, names: Tuple[str, str], legend: bool = True) -> str:
     parts = [f'<text x="8" y="18" font-size="{FONT + 2}" font-weight="bold" fill="{TEXT_COLOUR}">'
              f'{escape(title)}</text>']
+    if not legend:
+        return parts[0]
     x = 8.0
     for colour, text, kind in _legend(groups, line_labels, names):
         if kind == "box":
@@ -204,7 +266,7 @@ def _header(title: str, groups: Sequence[Group], line_labels, names: Tuple[str, 
     return "".join(parts)
 
 
-def _y_axis(ticks: List[float], labels: List[str], y, left: float, right: float) -> str:
+def _y_axis(ticks: List[float], labels: List[str], y, left: float, right: float, top: float = TOP) -> str:
     parts = []
     for tick, label in zip(ticks, labels):
         parts.append(f'<line x1="{left:.1f}" y1="{y(tick):.1f}" x2="{right:.1f}" y2="{y(tick):.1f}" '
@@ -212,7 +274,7 @@ def _y_axis(ticks: List[float], labels: List[str], y, left: float, right: float)
         parts.append(f'<text x="{left - 6:.1f}" y="{y(tick) + 4:.1f}" text-anchor="end" fill="{AXIS_COLOUR}">'
                      f'{label}</text>')
     bottom = y(ticks[0])
-    parts.append(f'<line x1="{left:.1f}" y1="{TOP - 4}" x2="{left:.1f}" y2="{bottom:.1f}" stroke="{AXIS_COLOUR}"/>')
+    parts.append(f'<line x1="{left:.1f}" y1="{top - 4}" x2="{left:.1f}" y2="{bottom:.1f}" stroke="{AXIS_COLOUR}"/>')
     parts.append(f'<line x1="{left:.1f}" y1="{bottom:.1f}" x2="{right:.1f}" y2="{bottom:.1f}" stroke="{AXIS_COLOUR}"/>')
     return "".join(parts)
 
@@ -231,10 +293,18 @@ def _bars(groups: Sequence[Group], layout: _Layout, y, bottom: float, value_deci
             colour = FAILED_COLOUR if bar.failed or group.failed else PASSED_COLOUR
             parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{BAR}" height="{max(bottom - top, 1):.1f}" '
                          f'fill="{colour}">{tooltip}</rect>')
-            if value_decimals is not None:
-                parts.append(_centred_note(f"{bar.value:.{value_decimals}f}", x + BAR / 2, top - 5, TEXT_COLOUR,
-                                           halo=True))
+            if bar.whisker is not None and math.isfinite(bar.whisker) and bar.whisker > bar.value:
+                top = y(bar.whisker)
+                parts.append(_whisker(x + BAR / 2, top, y(bar.value)))
+            text = bar.text or (f"{bar.value:.{value_decimals}f}" if value_decimals is not None else "")
+            if text:
+                parts.append(_centred_note(text, x + BAR / 2, top - 5, TEXT_COLOUR, halo=True))
     return "".join(parts)
+
+
+def _whisker(x: float, top: float, bottom: float) -> str:
+    return (f'<path d="M{x:.1f} {bottom:.1f}V{top:.1f}M{x - 6:.1f} {top:.1f}H{x + 6:.1f}" stroke="{TEXT_COLOUR}" '
+            f'stroke-width="1.5" fill="none"/>')
 
 
 def _centred_note(text: str, x: float, y: float, colour: str, inner: str = "", halo: bool = False) -> str:

@@ -1,6 +1,7 @@
 """The HTML report (`--rknn-html`): one self-contained page (inline CSS and SVG, images as data:
-URIs, no JavaScript) with a section per spec: results table, charts, detection overlays, failure
-details and fingerprints. Every text from the document is escaped."""
+URIs, no JavaScript) with a section per spec: results table, charts, where the layers run (with
+the toolkit's cost estimates), detection overlays, failure details and fingerprints. Every text
+from the document is escaped."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from .report import FAMILY_LABELS, delta_text, spec_key, spec_titles
 from .result import format_cosine
 
 CLASS_COLOURS = {"ACCURACY": "#d1412f", "BUILD": "#8e44ad", "CRASH": "#7b1c1c", "TIMEOUT": "#b35c00",
-                 "SPEC": "#2c6e91", "ENV": "#5f6b73", "INTERNAL": "#000000", "skipped": "#9aa0a6"}
+                 "SPEC": "#2c6e91", "ENV": "#5f6b73", "PLACEMENT": "#c2185b", "PERFORMANCE": "#00838f",
+                 "INTERNAL": "#000000", "skipped": "#9aa0a6"}
 IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 
 
@@ -189,8 +191,8 @@ def _spec_section(name: str, records: List[dict]) -> str:
     parts = [f'<section class="spec" id="{_anchor("spec", name)}"><h2>{_e(name)} {status}</h2>']
     if spec_file:
         parts.append(f'<p class="path">{_e(spec_file)}</p>')
-    parts += [_results_table(name, records), _notes(records), _charts(records), _detection(records),
-              _failure_details(name, records), _fingerprints(records), "</section>"]
+    parts += [_results_table(name, records), _notes(records), _charts(records), _where_it_runs(records),
+              _detection(records), _failure_details(name, records), _fingerprints(records), "</section>"]
     return "\n".join(p for p in parts if p)
 
 
@@ -202,8 +204,10 @@ def _comparison_columns(records: List[dict]) -> List[str]:
 def _results_table(name: str, records: List[dict]) -> str:
     against = _comparison_columns(records)
     board = any(_vs_sim_cosines(r) for r in records)
+    latency = any(_dict(r.get("latency")) for r in records)
     detector = any(_dict(r.get("detection")) for r in records)
     head = ["version", "backend", "worst cosine per output"] + (["board vs sim"] if board else [])
+    head += ["board latency"] if latency else []
     head += (["mAP@0.5 (onnxruntime)"] if detector else []) + [f"vs {a}" for a in against]
     head += ["outcome", "class", "time"]
     rows = []
@@ -211,6 +215,8 @@ def _results_table(name: str, records: List[dict]) -> str:
         cells = [_e(record.get("version")), _e(record.get("backend")), _cosine_cell(record)]
         if board:
             cells.append(_cosine_list(_vs_sim_cosines(record), {}))
+        if latency:
+            cells.append(_latency_cell(_dict(record.get("latency"))))
         if detector:
             cells.append(_map_cell(_dict(record.get("detection"))))
         by_against = {str(c.get("against")): c for c in _list(record.get("comparisons")) if isinstance(c, dict)}
@@ -221,6 +227,23 @@ def _results_table(name: str, records: List[dict]) -> str:
         rows.append(f"<tr{row_class}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (f'<div class="scroll"><table class="results"><tr>{"".join(f"<th>{_e(h)}</th>" for h in head)}</tr>'
             f'{"".join(rows)}</table></div>')
+
+
+def _latency_cell(latency: dict) -> str:
+    """The board's median inference() time, its p90 and the core mask it ran on."""
+    if not latency:
+        return "-"
+    title = f"{latency.get('runs', '?')} runs after {latency.get('warmup', '?')} warm-up runs"
+    return (f'<span class="num" title="{_e(title)}">{_ms(latency.get("median_ms"))}</span> '
+            f'<span class="muted">p90 {_ms(latency.get("p90_ms"))}</span>'
+            f'<div class="muted">core mask {_e(latency.get("core_mask") or "?")}</div>')
+
+
+def _ms(value) -> str:
+    number = _finite(value)
+    if number is None:
+        return "-"
+    return f"{number:.3g} ms" if number < 1000 else f"{number:.0f} ms"
 
 
 def _worst_cosines(record: dict) -> Dict[str, object]:
@@ -331,12 +354,14 @@ def _notes(records: List[dict]) -> str:
 
 def _charts(records: List[dict]) -> str:
     groups = _cosine_groups(records)
-    if not any(group.bars for group in groups):  # every item failed before it had outputs
-        return ""
-    svgs = [charts.bar_chart("Worst cosine per output (vs onnxruntime)", groups)]
+    svgs = []
+    if any(group.bars for group in groups):  # not when every item failed before it had outputs
+        svgs.append(charts.bar_chart("Worst cosine per output (vs onnxruntime)", groups))
     if any(_dict(r.get("detection")) for r in records):
         svgs.append(_map_chart(records))
-    return '<div class="charts">' + "".join(svgs) + "</div>"
+    if any(_dict(r.get("latency")) for r in records):
+        svgs.append(_latency_chart([r for r in records if r.get("backend") == "board" or _dict(r.get("latency"))]))
+    return '<div class="charts">' + "".join(svgs) + "</div>" if svgs else ""
 
 
 def _cosine_groups(records: List[dict]) -> List[charts.Group]:
@@ -370,6 +395,143 @@ def _map_chart(records: List[dict]) -> str:
                                    empty_note=_class_of(record)))
     title = "mAP@0.5 against the labels" if labelled else "Agreement mAP@0.5 with onnxruntime"
     return charts.bar_chart(title, groups, value_decimals=3)
+
+
+# ------------------------------------------------------------------ where it runs
+
+
+def _where_it_runs(records: List[dict]) -> str:
+    """Per version: the layers on the NPU and on the CPU (each with the toolkit's reason and the
+    op_target that asks for the NPU), then the toolkit's estimates across versions."""
+    built = [r for r in records if r.get("backend") == "sim" or _dict(r.get("profile"))]
+    if not any(_dict(r.get("profile")) for r in built):
+        return ""
+    lines = "".join(f"<li>{_placement(r)}</li>" for r in built)
+    return f'<h3>Where it runs</h3><ul class="placement">{lines}</ul>{_profile_charts(built)}'
+
+
+def _placement(record: dict) -> str:
+    version = f"<b>{_e(record.get('version') or '?')}</b>"
+    profile = _dict(record.get("profile"))
+    if not profile:
+        why = _class_of(record) if _failed(record) else "no layer table"
+        return f'{version}: <span class="muted">no profile ({_e(why)})</span>'
+    layers = [layer for layer in _list(profile.get("cpu_layers")) if isinstance(layer, dict)]
+    npu, cpu = _whole(profile.get("npu_ops")), _whole(profile.get("cpu_ops"))
+    cpu = len(layers) if cpu is None else cpu
+    if not cpu and not layers:
+        return f"{version}: all {_layer_count(npu)} on the NPU"
+    return (f'{version}: {_layer_count(npu)} on the NPU, <span class="warn">{_layer_count(cpu)} on the CPU</span>'
+            f"{_cpu_layers_table(layers)}{_op_target_all(layers)}")
+
+
+def _whole(value) -> Optional[int]:
+    number = _finite(value)
+    return None if number is None else int(number)
+
+
+def _layer_count(n: Optional[int]) -> str:
+    return "? layers" if n is None else _count(n, "layer")
+
+
+def _cpu_layers_table(layers: List[dict]) -> str:
+    if not layers:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("op type", "node", "the toolkit's reason", "to ask for the NPU"))
+    rows = "".join(_cpu_layer_row(layer) for layer in layers)
+    return f'<div class="scroll"><table class="cpu-layers"><tr>{head}</tr>{rows}</table></div>'
+
+
+def _cpu_layer_row(layer: dict) -> str:
+    op_type, onnx = layer.get("op_type") or "?", layer.get("onnx_op_type")
+    shown = f"{op_type} ({onnx})" if onnx and onnx != op_type else op_type
+    reason = _e(layer["reason"]) if layer.get("reason") else '<span class="muted">none given</span>'
+    tensor = layer.get("tensor")
+    target = (f"<code>{_e(_op_target([tensor]))}</code>" if tensor
+              else '<span class="muted">not an ONNX node</span>')
+    cells = [_e(shown), f"<code>{_e(layer.get('node') or '?')}</code>", reason, target]
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _op_target_all(layers: List[dict]) -> str:
+    tensors = [str(layer["tensor"]) for layer in layers if layer.get("tensor")]
+    if len(tensors) < 2:
+        return ""
+    return f'<p class="op-target">all of them, under <code>convert:</code> <code>{_e(_op_target(tensors))}</code></p>'
+
+
+def _op_target(tensors: List[str]) -> str:
+    """The spec line that asks the toolkit for the NPU (YAML single quotes double inside)."""
+    pairs = ", ".join("'{}': 'npu'".format(str(t).replace("'", "''")) for t in tensors)
+    return f"op_target: {{{pairs}}}"
+
+
+PROFILE_CHARTS = (("Estimated cycles", "cycles", charts.CYCLES, " cycles"),
+                  ("Estimated memory (internal + weight)", "memory", charts.BYTES, ""),
+                  (".rknn file size", "rknn_bytes", charts.BYTES, ""),
+                  ("CPU layers", "cpu_ops", charts.COUNT, ""))
+
+
+def _profile_charts(records: List[dict]) -> str:
+    """Small multiples across versions: one chart per quantity of the profiles, a bar per version;
+    none for a quantity that is unknown or 0 everywhere (no CPU layers)."""
+    svgs = [charts.quantity_chart(title, _profile_groups(records, key, units, noun), units)
+            for title, key, units, noun in PROFILE_CHARTS
+            if any(_profile_value(_dict(r.get("profile")), key) for r in records)]
+    if not svgs:
+        return ""
+    caption = ("Per version, from its build: cycles and memory are the toolkit's estimates for the target "
+               "(its layer table), not measurements; the .rknn size is the file's.")
+    if any(_failed(r) for r in records):
+        caption += " Red: that version's item failed."
+    return (f'<figure class="profile"><div class="charts">{"".join(svgs)}</div>'
+            f'<figcaption>{_e(caption)}</figcaption></figure>')
+
+
+def _profile_groups(records: List[dict], key: str, units: charts.Units, noun: str) -> List[charts.Group]:
+    groups = []
+    for record in records:
+        profile, label = _dict(record.get("profile")), str(record.get("version") or "?")
+        bars = ()
+        if profile:
+            value = _profile_value(profile, key)
+            text = "" if value is None else units.text(value) + noun
+            bars = (charts.Bar(label="", value=value, failed=_failed(record), text=text,
+                               tooltip=f"{label}: {_profile_tooltip(profile, key, text)}"),)
+        groups.append(charts.Group(label, bars, failed=_failed(record),
+                                   empty_note=_class_of(record) if _failed(record) else "no profile"))
+    return groups
+
+
+def _profile_value(profile: dict, key: str) -> Optional[float]:
+    if key != "memory":
+        return _finite(profile.get(key))
+    known = [v for v in (_finite(profile.get("internal_memory")), _finite(profile.get("weight_memory")))
+             if v is not None]
+    return sum(known) if known else None
+
+
+def _profile_tooltip(profile: dict, key: str, text: str) -> str:
+    if key != "memory":
+        return text or "n/a"
+    parts = [f"{name} {charts.BYTES.text(v)}" for name, v in (("internal", _finite(profile.get("internal_memory"))),
+                                                             ("weight", _finite(profile.get("weight_memory"))))
+             if v is not None]
+    return " + ".join(parts) or "n/a"
+
+
+def _latency_chart(records: List[dict]) -> str:
+    """The board's median inference() time per version, a whisker up to its p90."""
+    groups = []
+    for record in records:
+        latency = _dict(record.get("latency"))
+        median, p90 = _finite(latency.get("median_ms")), _finite(latency.get("p90_ms"))
+        bars = (charts.Bar(label="", value=median, failed=_failed(record), whisker=p90,
+                           text="" if median is None else _ms(median),
+                           tooltip=f"{_item_label(record)}: median {_ms(median)}, p90 {_ms(p90)}"),) if latency else ()
+        groups.append(charts.Group(_item_label(record), bars, failed=_failed(record),
+                                   empty_note=_class_of(record) if _failed(record) else "no latency"))
+    return charts.quantity_chart("Board latency (median, p90 whisker)", groups, charts.MILLISECONDS)
 
 
 # ------------------------------------------------------------------ detection
@@ -582,6 +744,11 @@ tr.differs td { background: #fff6dd; }
          line-height: 18px; white-space: nowrap; }
 .overview th.spec { background: none; font-weight: normal; }
 .notes { color: #8a5a00; margin: 4px 0 8px; }
+.placement { margin: 4px 0 8px; padding-left: 22px; }
+.placement li { margin: 2px 0; }
+.op-target { margin: 2px 0 6px; }
+figure.profile { margin: 8px 0; }
+figure.profile figcaption { font-size: 12px; color: #666; max-width: 900px; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px 28px; align-items: flex-start; margin: 8px 0; }
 svg.chart { max-width: 100%; height: auto; }
 details { margin: 6px 0; }

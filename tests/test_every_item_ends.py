@@ -122,8 +122,8 @@ def test_whatever_goes_wrong_every_item_ends_with_one_line_in_the_summary_and_ev
     assert items["test_api.py::test_skipped[2.5.0-sim]"]["message"] == "Skipped: not today"
     summary = out.split("rknn summary")[1]
     for row in (r"cnn \(a/cnn\.rknn\.yaml\)\s+2\.5\.0\s+sim\s+.*passed", r"cnn \(b/cnn\.rknn\.yaml\)\s+2\.5\.0\s+sim",
-                r"hook\s+2\.5\.0\s+sim\s+.*failed\s+INTERNAL", r"missing\s+2\.5\.0\s+sim\s+-\s+failed\s+SPEC",
-                r"cnn \(a/cnn\.rknn\.yaml\)\s+2\.5\.0\s+sim\s+-\s+skipped"):
+                r"hook\s+2\.5\.0\s+sim\s+.*failed\s+INTERNAL", r"missing\s+2\.5\.0\s+sim\s+-\s+-\s+failed\s+SPEC",
+                r"cnn \(a/cnn\.rknn\.yaml\)\s+2\.5\.0\s+sim\s+-\s+-\s+skipped"):
         assert re.search(rf"^{row}", summary, re.M), row
 
     # The HTML report of the same document: a section per spec file, every failure with its details.

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import render_in_chromium
-from pytest_rknn import report_charts
+from pytest_rknn import report_charts, report_html
 from pytest_rknn.report_html import write_html_report
 
 WINDOW = (1280, 2400)
@@ -255,3 +255,125 @@ def test_a_browser_renders_the_page(tmp_path):
 
 def _rgb(hex_colour):
     return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+# ------------------------------------------------------------------ profiles and latency
+
+CPU_REASON = "Op type 'GridSample' <not supported> on the NPU & falls back to the CPU"
+
+
+def profile(cycles, internal, weight, rknn_bytes, npu_ops, cpu_layers=()):
+    return {"npu_ops": npu_ops, "cpu_ops": len(cpu_layers), "cycles": cycles, "internal_memory": internal,
+            "weight_memory": weight, "rknn_bytes": rknn_bytes, "build_seconds": 3.5, "cpu_layers": list(cpu_layers)}
+
+
+def cpu_layer(node, tensor, reason=CPU_REASON, op_type="GridSample"):
+    return {"op_type": op_type, "node": node, "onnx_op_type": op_type, "tensor": tensor, "reason": reason}
+
+
+def profiled_records():
+    """warp at 2.3.2 puts a GridSample on the CPU; at 2.5.0 all on the NPU; the board measured latency."""
+    old = record("warp", "2.3.2", outcome="failed", **{"class": "PLACEMENT"}, message="1 layer on the CPU",
+                 profile=profile(2345, 12 * 1024, 5 * 1024, 1536 * 1024, 40,
+                                 [cpu_layer("/grid/GridSample", "/grid/GridSample_output_0")]))
+    new = record("warp", "2.5.0", profile=profile(1800, 10 * 1024, 5 * 1024, 1480 * 1024, 41))
+    board = record("warp", "2.5.0", "board", profile=None,
+                   latency={"median_ms": 12.34, "p90_ms": 15.67, "runs": 50, "warmup": 5, "core_mask": "NPU_CORE_0"})
+    return [old, new, board]
+
+
+def test_where_it_runs_names_each_cpu_layer_with_reason_and_op_target():
+    text = report_html.render(document(profiled_records()))
+    warp = spec_sections(text)["warp"]
+    assert "<h3>Where it runs</h3>" in warp
+    assert "<b>2.3.2</b>: 40 layers on the NPU" in warp and "1 layer on the CPU" in warp
+    assert "<code>/grid/GridSample</code>" in warp
+    assert "Op type &#x27;GridSample&#x27; &lt;not supported&gt; on the NPU &amp; falls back to the CPU" in warp
+    assert "<code>op_target: {&#x27;/grid/GridSample_output_0&#x27;: &#x27;npu&#x27;}</code>" in warp
+    assert "<b>2.5.0</b>: all 41 layers on the NPU" in warp
+    assert warp.count("<li>") == 2  # the sim builds; the board item has no build of its own
+
+
+def test_every_cpu_layer_gets_its_op_target_and_one_line_takes_them_all():
+    layers = [cpu_layer("/a/Gather", "a'out", reason=None, op_type="Gather"), cpu_layer("/b/Grid", "b_out"),
+              cpu_layer("fused_7", None)]
+    text = report_html.render(document([record("odd", "2.5.0", profile=profile(10, 0, 0, 100, 3, layers))]))
+    odd = spec_sections(text)["odd"]
+    assert "none given" in odd and "not an ONNX node" in odd
+    assert "op_target: {&#x27;a&#x27;&#x27;out&#x27;: &#x27;npu&#x27;}" in odd  # YAML's doubled quote
+    assert ("op_target: {&#x27;a&#x27;&#x27;out&#x27;: &#x27;npu&#x27;, &#x27;b_out&#x27;: &#x27;npu&#x27;}"
+            in odd)
+
+
+def test_a_spec_all_on_the_npu_is_one_line_per_version():
+    records = [record("cnn", v, profile=profile(900, 2048, 4096, 8192, 12)) for v in ("2.3.2", "2.5.0")]
+    cnn = spec_sections(report_html.render(document(records)))["cnn"]
+    assert "<b>2.3.2</b>: all 12 layers on the NPU" in cnn and "<b>2.5.0</b>: all 12 layers on the NPU" in cnn
+    assert "cpu-layers" not in cnn and "op_target" not in cnn
+    assert cnn.count("<svg") == 3 and 'aria-label="CPU layers"' not in cnn  # no chart of zeros
+
+
+def test_profile_charts_label_each_versions_estimates_from_zero():
+    warp = spec_sections(report_html.render(document(profiled_records())))["warp"]
+    figure = re.search(r'<figure class="profile">(.*?)</figure>', warp, re.S).group(1)
+    svgs = re.findall(r"<svg.*?</svg>", figure, re.S)
+    titles = [re.search(r'aria-label="([^"]+)"', svg).group(1) for svg in svgs]
+    assert titles == ["Estimated cycles", "Estimated memory (internal + weight)", ".rknn file size",
+                      "CPU layers"]
+    values = [re.findall(r'paint-order="stroke">([^<]+)<', svg) for svg in svgs]
+    assert values == [["2.3k cycles", "1.8k cycles"], ["17 KB", "15 KB"], ["1.5 MB", "1.4 MB"], ["1", "0"]]
+    assert all(">0</text>" in svg for svg in svgs)  # every y axis starts at 0
+    assert "internal 12 KB + weight 5 KB" in svgs[1]
+    assert "estimates for the target (its layer table), not measurements" in figure
+    assert "Red: that version&#x27;s item failed." in figure
+
+
+def test_board_latency_is_in_the_results_table():
+    rows = {" ".join(body.split()[:2]): body for _, body in
+            results_rows(spec_sections(report_html.render(document(profiled_records())))["warp"])}
+    assert "12.3 ms p90 15.7 ms core mask NPU_CORE_0" in rows["2.5.0 board"]
+    assert "50 runs after 5 warm-up runs" in report_html.render(document(profiled_records()))
+    assert "board latency" in report_html.render(document(profiled_records()))
+
+
+def test_board_latency_chart_has_a_p90_whisker():
+    records = profiled_records() + [record("warp", "2.3.2", "board", latency={
+        "median_ms": 14.0, "p90_ms": 14.0, "runs": 50, "warmup": 5, "core_mask": "NPU_CORE_AUTO"})]
+    warp = spec_sections(report_html.render(document(records)))["warp"]
+    svg = re.search(r'<svg[^>]*aria-label="Board latency \(median, p90 whisker\)".*?</svg>', warp, re.S).group(0)
+    assert re.findall(r'paint-order="stroke">([^<]+)<', svg) == ["14 ms", "12.3 ms"]
+    assert svg.count("<path") == 1  # p90 above the median only for 2.5.0
+    assert ">0</text>" in svg and "median 12.3 ms, p90 15.7 ms" in svg
+
+
+def test_records_without_profile_or_latency_still_render():
+    old = {k: v for k, v in cnn_records()[0].items() if k not in ("profile", "latency")}
+    text = report_html.render(document([old, record("cnn", "2.3.2", profile={"cpu_layers": "junk"}, latency=7)]))
+    cnn = spec_sections(text)["cnn"]
+    assert "board latency" not in cnn
+    assert "<b>2.3.2</b>: all ? layers on the NPU" in cnn and "no profile (no layer table)" in cnn
+    no_keys = report_html.render(document([old]))
+    assert "Where it runs" not in no_keys and "<svg" in no_keys
+
+
+def test_a_failed_build_without_a_profile_says_why():
+    broken = record("warp", "2.6.0", outcome="failed", **{"class": "BUILD"}, message="rknn.build returned -1")
+    warp = spec_sections(report_html.render(document(profiled_records() + [broken])))["warp"]
+    assert "<b>2.6.0</b>: <span class=\"muted\">no profile (BUILD)</span>" in warp
+    assert warp.count(">BUILD</text>") == 4  # in place of its bar in every chart
+
+
+def test_placement_and_performance_have_their_own_colours():
+    colours = report_html.CLASS_COLOURS
+    assert {"PLACEMENT", "PERFORMANCE"} <= set(colours)
+    assert len(set(colours.values())) == len(colours)
+
+
+def test_quantities_are_written_in_their_units():
+    assert [report_charts.CYCLES.text(v) for v in (512, 2345, 123456, 1.5e6)] == ["512", "2.3k", "123k", "1.5M"]
+    assert [report_charts.BYTES.text(v) for v in (0, 900, 17 * 1024, 1536 * 1024)] == ["0 B", "900 B", "17 KB",
+                                                                                        "1.5 MB"]
+    ticks, labels = report_charts.zero_axis([17 * 1024, 3000], report_charts.BYTES)
+    assert ticks[0] == 0 and ticks[-1] >= 17 * 1024 and labels == ["0", "5 KB", "10 KB", "15 KB", "20 KB"]
+    assert report_charts.zero_axis([2, 0], report_charts.COUNT)[1] == ["0", "1", "2"]
+    assert report_charts.zero_axis([0], report_charts.COUNT)[1] == ["0", "1"]

@@ -45,8 +45,11 @@ checks:
 INT8_ON_2_5_0 = f'versions: {{"2.5.0": {{convert: {{quantize: {{dataset: "{YOLO}/calib/*.jpg"}}}}}}}}\n'
 REGRESSED = FP16_DETECTOR + INT8_ON_2_5_0
 STRICT_MAP50 = 0.01
-# Allowances that cannot be exceeded: an mAP is in 0..1, a cosine in -1..1.
-LOOSE_GATE = "gate: {map50: 1.0, map: 1.0, agreement_map50: 1.0, cosine: 2.0}\n"
+# Allowances that cannot be exceeded: an mAP is in 0..1, a cosine in -1..1. These tests are about the
+# numbers, so the cost gates are off: the int8 build's estimated cycles are 5.5% above the fp16 build's
+# (measured: 341208 vs 323349), which gate.cycles would fail on its own (see test_placement.py).
+COSTS_OFF = "cycles: null, memory: null, cpu_ops: null"
+LOOSE_GATE = f"gate: {{map50: 1.0, map: 1.0, agreement_map50: 1.0, cosine: 2.0, {COSTS_OFF}}}\n"
 
 
 def readme_script() -> str:
@@ -73,7 +76,7 @@ def junit_properties(path: Path) -> dict:
 
 def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest, pytester, tmp_path):
     write_spec(pytester.path, "steady", FP16_DETECTOR)
-    write_spec(pytester.path, "strict", REGRESSED + f"gate: {{map50: {STRICT_MAP50}}}\n")
+    write_spec(pytester.path, "strict", REGRESSED + f"gate: {{map50: {STRICT_MAP50}, {COSTS_OFF}}}\n")
     report, page, junit = tmp_path / "report.json", tmp_path / "report.html", tmp_path / "junit.xml"
     result, basetemp = run_pytest("--rknn-toolkit=2.3.2,2.5.0", "--rknn-compare-to=2.3.2", f"--rknn-json={report}",
                                   f"--rknn-html={page}", f"--junitxml={junit}")
@@ -151,7 +154,9 @@ def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest
     assert not any(key.startswith("rknn.vs.") for key in properties["strict[2.3.2-sim]"])
 
     html = page.read_text()
-    assert html.count("<svg") == 2 * 2  # per spec: cosine per output and mAP@0.5, per version
+    # Per spec: cosine per output and mAP@0.5, per version; then the profile's cycles, memory, .rknn size
+    # and CPU layers (the single-output YOLO runs a Reshape on the CPU), per version.
+    assert html.count("<svg") == 2 * (2 + 4)
     assert html.count("data:image/png;base64,") == 4 * 3  # the three worst images of each item, embedded
     assert gate_line("this run", "map50", deltas["map50"], STRICT_MAP50) in html and "model sha256" in html
     # The failed item's overlays are open, so a browser shows them: find their pixels in a screenshot.

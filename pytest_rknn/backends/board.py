@@ -28,7 +28,7 @@ class BoardBackend:
         session = self.pool.session_for(f"{job.spec.name}/{job.version}")
         check_target(session.start(), job.spec.target)
         job_dir = simulated.job_dir.parent / f"{job.version}-board"
-        write_job(job_dir, {}, job.inputs)
+        write_job(job_dir, {"latency_runs": job.spec.checks.latency.runs}, job.inputs)
         result = session.run_job(job_dir, simulated.rknn_path, simulated.result["rknn_sha256"], job.version)
         result["board"] = session.info.fingerprint()
         outputs = read_outputs(job_dir, len(job.inputs), result.get("failed_samples", []))

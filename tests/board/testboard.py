@@ -21,6 +21,7 @@ import getpass
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -69,8 +70,8 @@ class BoardPython:
 
     def set_fault(self, rknn_name: str, fault: str) -> None:
         """Inject `fault` into inference of any .rknn file named `rknn_name` (a basename)."""
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
+        if fault not in FAULTS and not re.fullmatch(r"slow:\d+(\.\d+)?", fault):
+            raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}, or slow:MS")
         update_registry(self.registry, lambda data: data["faults"].__setitem__(Path(rknn_name).name, fault))
 
     def clear_faults(self) -> None:

@@ -26,6 +26,11 @@ Behaviour of the real runtime that is reproduced (evidence in tests/board/README
     folder the simulator ran in (`simulated`: its inputs.npz and outputs.npz), inference of
     the same input arrays returns the simulator's outputs. Other inputs, or no folder: the
     ONNX model through onnxruntime, rounded to float16.
+
+Faults (the registry's `faults`, by the loaded file's basename; tests/board/README.md has the table):
+  segv, hang, hang_child, none_outputs, wrong_shape, drift, scale, drop_connection, power_off,
+  no_result, and slow:MS: every run() sleeps MS milliseconds (a number, e.g. slow:150) before it
+  computes as usual, a measurable, controllable latency for the board's timing.
 """
 
 import hashlib
@@ -350,6 +355,10 @@ class RKNNRuntime:
             os.kill(os.getppid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(10)
+        slow = re.match(r"slow:(\d+(?:\.\d+)?)$", self.fault or "")
+        if slow:
+            # A slower NPU: every run() takes MS milliseconds longer, then computes as usual.
+            time.sleep(float(slow.group(1)) / 1000.0)
         if self.fault == "none_outputs":
             # rknn_run fails on the NPU; RKNNRuntime.run() does not raise, rknn_outputs_get then fails.
             runtime_log("E", "failed to submit!, op id: 1, op name: Conv:conv1, flags: 0x5, task start: 0, "
