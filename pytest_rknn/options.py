@@ -90,7 +90,8 @@ OPTIONS = [
     Option("--rknn-jobs", "simulator jobs run at the same time, ahead of their items; about 1 GB of memory each; "
                           "1 runs them one by one as the items come (default: the number of cores)",
            os.cpu_count() or 1, _job_count, metavar="N"),
-    Option("--rknn-toolkit-verbose", "run the toolkit with verbose=True (its log goes to each job's log.txt)",
+    Option("--rknn-toolkit-verbose", "keep the toolkit's debug lines in each job's log.txt (every build is verbose, for its layer "
+                                    "table; without this option its debug lines are dropped)",
            False, is_flag=True),
     Option("--rknn-board", "RK3588 boards to run the built models on over SSH, comma separated "
                            "(each spec and version goes to one of them)", None, metavar="HOST[:PORT]"),

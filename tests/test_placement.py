@@ -28,8 +28,9 @@ def _items(report):
 
 
 def test_the_avgpool_example_is_reported_with_its_cpu_layer_and_the_toolkits_reason(run_pytest, tmp_path):
-    report = tmp_path / "report.json"
-    result, _ = run_pytest(str(EXAMPLES / "avgpool.rknn.yaml"), VERSIONS, f"--rknn-json={report}")
+    report, page = tmp_path / "report.json", tmp_path / "report.html"
+    result, _ = run_pytest(str(EXAMPLES / "avgpool.rknn.yaml"), VERSIONS, f"--rknn-json={report}",
+                           f"--rknn-html={page}")
     result.assert_outcomes(passed=2)  # no placement check: reported, not judged
     for item in _items(report):
         [layer] = item["profile"]["cpu_layers"]
@@ -38,6 +39,10 @@ def test_the_avgpool_example_is_reported_with_its_cpu_layer_and_the_toolkits_rea
         assert item["metrics"]["cpu_ops"] == 1 and item["profile"]["npu_ops"] == 1
     rows = [line for line in result.outlines if line.startswith("avgpool ")]
     assert len(rows) == 2 and all("CPU 1 (AveragePool)" in row for row in rows), rows
+    html = page.read_text()
+    where = html[html.index("Where it runs"):]
+    assert where.count("1 layer on the CPU") == 2 and "count_include_pad=0, fallback to cpu" in where
+    assert "op_target: {&#x27;y&#x27;: &#x27;npu&#x27;}" in where
 
 
 def test_the_placement_check_fails_with_an_op_target_line_that_makes_it_pass(run_pytest, tmp_path):
