@@ -89,7 +89,7 @@ def main() -> int:
                 log = work / f"log-{int(verbose)}.txt"
                 done = subprocess.run([python, str(script), str(model), str(int(quantize)),
                                        str(dataset) if quantize else "", str(int(verbose)), str(log)],
-                                      capture_output=True, text=True, timeout=900)
+                                      capture_output=True, text=True, timeout=900, cwd=work)  # it writes check*.onnx
                 if done.returncode != 0:
                     print(f"{label}: build failed (verbose={verbose}): {done.stderr[-500:]}", file=sys.stderr)
                     return 1

@@ -5,6 +5,9 @@ table (where each layer runs, its estimated cycles, the memory totals); benchmar
 measures what that costs (nothing measurable). The table goes into result.json as `layers`; the
 toolkit's `D` (debug) lines stay in log.txt only with --rknn-toolkit-verbose, so that the log a
 person reads, and the log tail in a failure message, are what a quiet build would have printed.
+So do the ONNX files a verbose build writes into its current folder (the job folder) after its
+graph passes, `check0_base_optimize.onnx`, `check2_correct_ops.onnx`, `check3_fuse_ops.onnx`:
+each about the size of the model.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from ..logs import clean_log_lines
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+DEBUG_MODELS = "check[0-9]*_*.onnx"
+
+
 def settle(job_dir: Path) -> Optional[dict]:
-    """The layer table of the job's log as a record (None without one); the debug lines removed from
-    log.txt when job.json did not ask for a verbose log."""
+    """The layer table of the job's log as a record (None without one); the debug lines and models
+    removed when job.json did not ask for a verbose log."""
     log = job_dir / "log.txt"
     try:
         text = log.read_text(errors="replace")
@@ -33,6 +39,8 @@ def settle(job_dir: Path) -> Optional[dict]:
     table = parse_layer_table(clean_log_lines(text))
     if not verbose:
         write_atomic(log, without_debug_lines(text))
+        for model in job_dir.glob(DEBUG_MODELS):
+            model.unlink(missing_ok=True)
     return table.to_record() if table is not None else None
 
 
