@@ -60,8 +60,11 @@ def failure_text(result: RunResult) -> str:
     more = f" (and {len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
     lines = [f"[{result.failure_class}] {result.spec}[{result.version}-{result.backend}]: {result.message}{more}"]
     lines += [f"  {line}" for line in result.failures[1:]]
+    lines += [f"  hint: {hint}" for hint in result.hints]
     if result.log_path:
         lines.append(f"  log: {result.log_path}")
+    if result.repro:
+        lines.append(f"  repro: {result.repro}")
     return "\n".join(lines)
 
 

@@ -84,6 +84,10 @@ class RunResult:
     detection: Optional[object] = None  # with checks.yolov5: a detection.check.DetectionMetrics
     profile: Optional[object] = None  # sim items: the build's diagnosis.profile.Profile (placement, cycles, memory)
     latency: Optional[dict] = None  # board items: inference() on the board, median_ms, p90_ms, runs, core_mask
+    localisation: Optional[dict] = None  # a failed sim item: the toolkit's per-layer analysis (diagnosis/localise.py)
+    reduction: Optional[dict] = None  # a BUILD/CRASH item: the smallest sub-graph that fails alike (diagnosis/reduce.py)
+    repro: Optional[Path] = None  # a failed item: the repro bundle's folder (diagnosis/repro.py)
+    hints: List[str] = field(default_factory=list)  # what the failure probably means and the fix; never an outcome
     timings: Dict[str, float] = field(default_factory=dict)
     spec_path: Optional[Path] = None  # the spec file; None for a spec given as a dict
     fingerprint: Dict[str, object] = field(default_factory=dict)  # see README "Fingerprint"
@@ -148,6 +152,10 @@ class RunResult:
             "detection": json_safe(self.detection.to_dict()) if self.detection is not None else None,
             "profile": self.profile.to_dict() if self.profile is not None else None,
             "latency": self.latency,
+            "localisation": self.localisation,
+            "reduction": self.reduction,
+            "repro": str(self.repro) if self.repro else None,
+            "hints": list(self.hints),
             "thresholds": self.thresholds,
             "comparisons": self.comparisons,
             "fingerprint": self.fingerprint,

@@ -99,9 +99,12 @@ InputSource = Union[FileInput, ImageInput, RandomInput]
 
 
 class QuantizeSpec(_Strict):
-    """Calibration for an int8 build: a glob, a list, or one glob/list per input."""
+    """Calibration for an int8 build: a glob, a list, or one glob/list per input. `preprocess`: the
+    images go through the same preprocessing as the input they feed (size or letterbox, colour,
+    layout) and reach the toolkit as arrays; false hands the image files to the toolkit's own loading."""
 
     dataset: Union[str, List[str], Dict[str, Union[str, List[str]]]]
+    preprocess: bool = True
 
 
 class ConvertSpec(BaseModel):
@@ -145,9 +148,21 @@ class ConvertSpec(BaseModel):
 # ---------------------------------------------------------------- checks
 
 
+class SliceCheck(_Strict):
+    """A part of one output, checked on its own: `output[..., start:stop, ...]` along `axis`."""
+
+    name: str
+    output: str
+    axis: int = -1
+    start: int = 0
+    stop: Optional[int] = None
+    min: float = Field(0.99, ge=-1.0, le=1.0)
+
+
 class CosineCheck(_Strict):
     min: float = Field(0.99, ge=-1.0, le=1.0)
     outputs: Dict[str, float] = {}
+    slices: List[SliceCheck] = []
 
 
 class MaxAbsCheck(_Strict):
