@@ -195,7 +195,7 @@ def test_an_endless_timeout_is_refused(workdir):
 @pytest.mark.parametrize("convert, message", [
     # A dict fits the {dataset} branch of `quantize: bool | {dataset}`: its own problem is shown, not "not a bool".
     ("{quantize: {calibration: x}}", "convert.quantize.calibration: unknown key (and 1 more problem) (known keys: "
-                                     "dataset)"),
+                                     "dataset, preprocess)"),
     ("{quantize: {dataset: 5}}", "convert.quantize.dataset: Input should be a valid string, got 5"),
     ("{quantize: {dataset: [a, 3]}}", "convert.quantize.dataset.1: Input should be a valid string, got 3"),
     ("{quantize: yes please}", "convert.quantize: Input should be a valid boolean, unable to interpret input, got "
