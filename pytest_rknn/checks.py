@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 
 from .diagnosis.profile import CpuLayer, Profile
 from .errors import SpecError
-from .result import OutputMetrics, format_cosine
+from .result import OutputMetrics, SliceMetrics, format_cosine
 from .spec import Spec
 
 
@@ -103,3 +103,17 @@ def latency_failures(spec: Spec, latency: Optional[dict]) -> List[str]:
     return [f"median inference time on the board {latency['median_ms']:.3g} ms > checks.latency.max_ms {limit:g} "
             f"(p90 {latency['p90_ms']:.3g} ms over {latency['runs']} runs after a warm-up, core mask "
             f"{latency['core_mask']})"]
+
+
+def slice_failures(spec: Spec, slices: Sequence[SliceMetrics]) -> List[str]:
+    """checks.cosine.slices: one line per part whose worst cosine is below its minimum; a part that
+    is all zeros on one side (the int8 build rounded it away) is NaN and fails."""
+    failures = []
+    for check, part in zip(spec.checks.cosine.slices, slices):
+        if not (part.worst_cosine >= check.min):
+            why = " (undefined: an all-zero side)" if math.isnan(part.worst_cosine) else ""
+            stop = "" if check.stop is None else check.stop
+            failures.append(f"slice '{check.name}' of output '{check.output}' (axis {check.axis}, {check.start}:{stop}) "
+                            f"sample {part.worst_sample} ({part.worst_label}): cosine "
+                            f"{format_cosine(part.worst_cosine, check.min)} < min {check.min}{why}")
+    return failures

@@ -31,6 +31,7 @@ def check_before_build(spec: Spec, model: ModelInfo, versions_in_run: Iterable[s
 
 def check_against_model(spec: Spec, model: ModelInfo) -> None:
     _check_output_thresholds(spec, model)
+    _check_slices(spec, model)
     _check_op_target(spec, model)
     for key in ("mean_values", "std_values"):
         _check_normalisation(spec, model, key)
@@ -48,6 +49,36 @@ def _check_output_thresholds(spec: Spec, model: ModelInfo) -> None:
                 raise SpecError(spec.path, _field(spec, "checks", check_name, "outputs", name),
                                 f"the model has no output '{name}', so this threshold would never apply",
                                 f"{_did_you_mean(name, outputs)}its outputs are: {', '.join(outputs)}")
+
+
+def _check_slices(spec: Spec, model: ModelInfo) -> None:
+    """checks.cosine.slices: an output of the model, an axis it has, a range inside that axis."""
+    outputs = {t.name: t for t in model.outputs}
+    for index, part in enumerate(spec.checks.cosine.slices):
+        field = f"{_field(spec, 'checks', 'cosine', 'slices')}[{index}]"
+        tensor = outputs.get(part.output)
+        if tensor is None:
+            raise SpecError(spec.path, f"{field}.output", f"the model has no output '{part.output}'",
+                            f"{_did_you_mean(part.output, outputs)}its outputs are: {', '.join(outputs)}")
+        rank = len(tensor.shape)
+        if not -rank <= part.axis < rank:
+            raise SpecError(spec.path, f"{field}.axis", f"output '{part.output}' {tensor.shape_text()} has no axis "
+                                                        f"{part.axis}", f"use an axis from {-rank} to {rank - 1}")
+        size = tensor.shape[part.axis]
+        if not isinstance(size, int):
+            continue  # a dynamic axis: its length is known at inference only
+        stop = size if part.stop is None else part.stop
+        if stop > size:
+            raise SpecError(spec.path, f"{field}.stop", f"{stop} is past the end of axis {part.axis} of output "
+                                                        f"'{part.output}' {tensor.shape_text()}", f"give stop <= {size}")
+        if not 0 <= part.start < stop:
+            raise SpecError(spec.path, f"{field}.start", f"{part.start}:{stop} is an empty or negative range",
+                            f"give 0 <= start < stop <= {size}")
+    names = [part.name for part in spec.checks.cosine.slices]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise SpecError(spec.path, _field(spec, "checks", "cosine", "slices"), f"two slices are named '{twice[0]}'",
+                        "give every slice a name of its own")
 
 
 def _check_op_target(spec: Spec, model: ModelInfo) -> None:

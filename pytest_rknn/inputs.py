@@ -166,6 +166,14 @@ def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput, fol
     paths = expand_paths(spec, f"{field_name}.images", source.images)
     if source.limit:
         paths = paths[: source.limit]
+    arrays = image_arrays(spec, field_name, tensor, source, paths, folder)
+    return _Samples(arrays, [Path(p).name for p in paths], source.layout, paths)
+
+
+def image_arrays(spec, field_name, tensor: TensorInfo, source: ImageInput, paths: List[str],
+                 folder: Optional[Path]) -> List[np.ndarray]:
+    """The images at `paths` preprocessed as `source` says (size or letterbox, colour, layout, dtype) for
+    the model input `tensor`, one (1, ...) array each; kept in `folder` by their bytes and settings."""
     if len(tensor.shape) != 4:
         raise SpecError(spec.path, field_name, f"images need a 4-D model input, '{tensor.name}' is {tensor.shape_text()}",
                         "use `file:` or `random:` for this input")
@@ -184,7 +192,7 @@ def _image_samples(spec, field_name, tensor: TensorInfo, source: ImageInput, fol
         arrays = _decode_images(spec, field_name, source, paths, size)
         if stored:
             decoded_images.store(folder, stored, arrays)
-    return _Samples(arrays, [Path(p).name for p in paths], source.layout, paths)
+    return arrays
 
 
 def _decode_images(spec, field_name: str, source: ImageInput, paths: List[str], size) -> List[np.ndarray]:

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from .backends import Executed, Outputs
-from .checks import evaluate
+from .checks import evaluate, slice_failures
 from .detection.check import DetectionSetup, Detections, detection_failures, run_detection_check
 from .errors import ACCURACY, BUILD, RknnError
 from .jobdir import OVERLAYS
 from .logs import error_lines, log_tail
 from .measurement import Measurement
-from .metrics import compare_outputs
+from .metrics import compare_outputs, compare_slice
 from .result import RunResult
-from .spec import Spec
+from .spec import SliceCheck, Spec
 
 
 @dataclass
@@ -33,10 +33,10 @@ class Reference:
 
 
 def measure(names: Sequence[str], labels: Sequence[str], reference: Reference, executed: Executed,
-            simulated: Optional[Executed] = None, where: str = "") -> Measurement:
+            simulated: Optional[Executed] = None, where: str = "", parts: Sequence[SliceCheck] = ()) -> Measurement:
     """Metrics of `executed` against the reference and, when `simulated` is given (a board), against the
-    simulator. A sample without outputs is BUILD, with the backend's error lines (`where` names the
-    board)."""
+    simulator; `parts`: the slices of outputs to measure on their own (checks.cosine.slices). A sample
+    without outputs is BUILD, with the backend's error lines (`where` names the board)."""
     failed = [s for s, outs in enumerate(executed.outputs) if outs is None]
     if failed:
         errors = error_lines(executed.log_lines)
@@ -55,18 +55,22 @@ def measure(names: Sequence[str], labels: Sequence[str], reference: Reference, e
         setup, reference_detections = reference.detection
         detection = run_detection_check(setup, names, reference.outputs, reference_detections, executed.outputs,
                                         Path(executed.job_dir) / OVERLAYS)
-    return Measurement(outputs, detection)
+    slices = [compare_slice(part, list(names).index(part.output), reference.outputs, executed.outputs, labels)
+              for part in parts]
+    return Measurement(outputs, detection, slices)
 
 
 def apply(result: RunResult, spec: Spec, measurement: Measurement) -> None:
     """The result's metrics and verdict: the spec's thresholds and gates against the measurement."""
-    result.outputs, result.detection = measurement.outputs, measurement.detection
+    result.outputs, result.detection, result.slices = measurement.outputs, measurement.detection, measurement.slices
     result.thresholds = {f"cosine.{m.name}": spec.checks.cosine.outputs.get(m.name, spec.checks.cosine.min)
                          for m in measurement.outputs}
-    failures: List[str] = evaluate(spec, measurement.outputs)
+    result.thresholds.update({f"slice_cosine.{part.name}": part.min for part in spec.checks.cosine.slices})
+    failures: List[str] = evaluate(spec, measurement.outputs) + slice_failures(spec, measurement.slices)
     if measurement.detection is not None:
         failures += detection_failures(spec.checks.yolov5, measurement.detection)
     result.failures = failures
     if failures:
         result.failure_class = ACCURACY
         result.message = failures[0]
+        result.hints = list(measurement.hints)

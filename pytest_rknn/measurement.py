@@ -14,17 +14,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import List, Optional
 
 from .detection.check import DetectionMetrics
 from .fingerprint import host_versions
 from .onnx_model import file_sha256
-from .result import OutputMetrics, json_safe
+from .result import OutputMetrics, SliceMetrics, json_safe
 from .spec import Spec
 
-FORMAT = 1  # bump when the record's layout changes
+FORMAT = 2  # bump when the record's layout changes
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -32,10 +32,13 @@ PACKAGE = Path(__file__).resolve().parent
 class Measurement:
     outputs: List[OutputMetrics]
     detection: Optional[DetectionMetrics] = None
+    slices: List[SliceMetrics] = field(default_factory=list)
+    hints: List[str] = field(default_factory=list)  # diagnosis/hints.py, from the arrays and the spec
 
     def to_record(self) -> dict:
         return {"format": FORMAT, "outputs": [m.to_dict() for m in self.outputs],
-                "detection": json_safe(self.detection.to_dict()) if self.detection is not None else None}
+                "detection": json_safe(self.detection.to_dict()) if self.detection is not None else None,
+                "slices": [part.to_dict() for part in self.slices], "hints": list(self.hints)}
 
     @classmethod
     def from_record(cls, record: dict, job_dir: Path) -> "Measurement":
@@ -49,7 +52,8 @@ class Measurement:
             detection = _restore(DetectionMetrics, record["detection"])
             detection.counts = [tuple(c) for c in detection.counts]
             detection.overlays = [str(job_dir / name) for name in detection.overlays]
-        return cls(outputs, detection)
+        return cls(outputs, detection, [_restore(SliceMetrics, part) for part in record["slices"]],
+                   list(record["hints"]))
 
     def files(self, job_dir: Path) -> List[str]:
         """The files the measurement refers to, relative to job_dir (the detection pictures)."""
@@ -95,6 +99,7 @@ def key(job_key: Optional[str], spec: Spec, labels: List[str], image_paths: List
         "metrics_config": spec.metrics_config_hash(),
         "sample_labels": list(labels),  # the names in messages
         "overlays": check.overlays if check is not None else None,
+        "slices": [part.model_dump() for part in spec.checks.cosine.slices],
         "images": [file_sha256(Path(p)) if p else None for p in image_paths] if check is not None else None,
         "labels": _tree_digest(spec.resolve(check.labels)) if check is not None and check.labels else None,
         "host": host_versions(),

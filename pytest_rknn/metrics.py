@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .result import OutputMetrics
+from .result import OutputMetrics, SliceMetrics
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,3 +86,27 @@ def compare_outputs(names: Sequence[str], reference: List[List[np.ndarray]],
         got_k = [None if s is None or k >= len(s) else s[k] for s in got]
         result.append(compare_output(name, ref_k, got_k, labels))
     return result
+
+
+def compare_slice(part, index: int, reference: List[List[np.ndarray]], got: List[Optional[List[np.ndarray]]],
+                  labels: Sequence[str]) -> SliceMetrics:
+    """Cosine per sample of one part of output `index` (a checks.cosine.slices entry), the worst
+    sample's, and the reference's value range in that part (for hints). No output, or one of
+    another size, is NaN."""
+    cosines, low, high = [], math.inf, -math.inf
+    for ref_sample, out_sample in zip(reference, got):
+        ref = _part(ref_sample[index], part)
+        low, high = min(low, float(np.min(ref))), max(high, float(np.max(ref)))
+        out = None if out_sample is None or index >= len(out_sample) else np.asarray(out_sample[index])
+        if out is None or out.size != ref_sample[index].size:
+            cosines.append(float("nan"))
+        else:
+            cosines.append(cosine(_part(out.reshape(ref_sample[index].shape), part), ref))
+    worst = min(range(len(cosines)), key=lambda i: -math.inf if math.isnan(cosines[i]) else cosines[i])
+    return SliceMetrics(part.name, part.output, cosines[worst], worst, labels[worst], [low, high])
+
+
+def _part(array: np.ndarray, part) -> np.ndarray:
+    """array[..., start:stop, ...] along part.axis."""
+    array = np.asarray(array)
+    return np.take(array, range(*slice(part.start, part.stop).indices(array.shape[part.axis])), axis=part.axis)
