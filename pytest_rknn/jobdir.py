@@ -48,18 +48,21 @@ def read_outputs(job_dir: Path, samples: int, failed: List[int]) -> List[Optiona
 
 LARGE_FILES = ("inputs.npz", "outputs.npz")
 OVERLAYS = "overlays"  # the detection check's pictures
+CALIBRATION = "calibration"  # the calibration images as preprocessed arrays (toolkit/calibration.py)
 
 
 def trim(job_dir: Path, overlays: bool = True) -> int:
-    """Remove a job folder's arrays (and its overlays, unless `overlays` is False); the bytes freed."""
+    """Remove a job folder's arrays, calibration arrays included (and its overlays, unless `overlays` is
+    False); the bytes freed."""
     freed = 0
     for name in LARGE_FILES:
         path = job_dir / name
         if path.is_file():
             freed += path.stat().st_size
             path.unlink()
-    folder = job_dir / OVERLAYS
-    if overlays and folder.is_dir():
-        freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        shutil.rmtree(folder)
+    for name, wanted in ((OVERLAYS, overlays), (CALIBRATION, True)):
+        folder = job_dir / name
+        if wanted and folder.is_dir():
+            freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder)
     return freed

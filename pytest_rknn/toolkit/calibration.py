@@ -18,11 +18,11 @@ import numpy as np
 
 from ..errors import SpecError
 from ..inputs import expand_paths, image_arrays
+from ..jobdir import CALIBRATION
 from ..onnx_model import ModelInfo
 from ..spec import ImageInput, QuantizeSpec, Spec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-ARRAYS = "calibration"  # the job folder's folder of preprocessed calibration arrays
 
 
 def write_dataset(spec: Spec, model: ModelInfo, job_dir: Path, images_folder: Optional[Path] = None) -> Optional[str]:
@@ -59,9 +59,9 @@ def write_dataset(spec: Spec, model: ModelInfo, job_dir: Path, images_folder: Op
             if " " in path:
                 raise SpecError(spec.path, "convert.quantize.dataset", f"the toolkit cannot read a path with a space: "
                                                                        f"{path}", "rename the file or its folder")
-    shutil.rmtree(job_dir / ARRAYS, ignore_errors=True)
+    shutil.rmtree(job_dir / CALIBRATION, ignore_errors=True)
     if quantize.preprocess:
-        rows = _preprocessed(spec, model, rows, job_dir / ARRAYS, images_folder)
+        rows = _preprocessed(spec, model, rows, job_dir / CALIBRATION, images_folder)
     path = job_dir / "dataset.txt"
     path.write_text("".join(" ".join(row) + "\n" for row in rows))
     return str(path)
