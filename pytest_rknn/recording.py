@@ -30,6 +30,7 @@ class OutputSettings:
     compare_to: Optional[str] = None
     json_path: Optional[Path] = None
     html_path: Optional[Path] = None
+    strict_baseline: bool = False  # --rknn-baseline-strict: a missing baseline fails the item
 
 
 class SessionRecords:

@@ -264,3 +264,16 @@ def test_the_gate_reads_the_old_versions_own_config_from_the_baseline_when_versi
     assert (gate["against"], gate["source"]) == ("2.3.2", "baseline")
     assert result.failures == ["upgrade gate vs 2.3.2 (baseline): cosine.logits 0.998 vs 0.9999 "
                                "(worse by 0.0019; gate.cosine allows 0.001)"]
+
+
+def test_a_strict_baseline_fails_an_item_without_an_entry_and_a_lenient_one_warns(workdir, tmp_path):
+    spec = spec_from_dict({"model": "cnn.onnx"}, base_dir=workdir)
+    store = BaselineStore(tmp_path / "baseline", rootdir=tmp_path)
+    store.update([record(version="2.3.2", cosine=0.9999)])  # another version's entry only
+    lenient, strict = _result("2.5.0", 0.9990), _result("2.5.0", 0.9990)
+    Comparisons(store, None, ["2.5.0"]).apply(spec, lenient, lambda version: None)
+    Comparisons(store, None, ["2.5.0"], strict_baseline=True).apply(spec, strict, lambda version: None)
+    assert lenient.passed and lenient.warnings and lenient.warnings[0].startswith("no baseline for cnn [2.5.0-sim]")
+    assert strict.failure_class == "SPEC" and strict.message == (
+        f"{lenient.warnings[0]} (--rknn-baseline-strict: every item needs its baseline)")
+    assert "record it with --rknn-baseline-update" in strict.message
