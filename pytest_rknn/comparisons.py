@@ -7,7 +7,7 @@ import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .baseline import BaselineStore, rounded
-from .errors import ACCURACY, ENV, PERFORMANCE, PLACEMENT, RknnError
+from .errors import ACCURACY, ENV, PERFORMANCE, PLACEMENT, SPEC, RknnError
 from .onnx_model import file_sha256
 from .result import RunResult
 from .spec import Spec
@@ -105,11 +105,12 @@ def _number(value) -> Optional[float]:
 
 class Comparisons:
     def __init__(self, baseline: Optional[BaselineStore], compare_to: Optional[str], versions_in_run: List[str],
-                 updating_baseline: bool = False):
+                 updating_baseline: bool = False, strict_baseline: bool = False):
         self.baseline = baseline
         self.compare_to = compare_to
         self.versions_in_run = versions_in_run
         self.updating_baseline = updating_baseline
+        self.strict_baseline = strict_baseline  # a missing or mismatched baseline fails (SPEC) instead of warning
 
     def apply(self, spec: Spec, result: RunResult, measure: Callable[[str], RunResult]) -> None:
         """Add comparisons (and failures) to a result that has metrics; `spec` is for its version."""
@@ -128,7 +129,10 @@ class Comparisons:
         path = self.baseline.shown(self.baseline.file_for(result.spec, _spec_file(result)))
         if entry is None:
             result.comparisons.append({"against": BASELINE, "source": path, "missing": why})
-            result.warnings.append(why)
+            if self.strict_baseline:
+                result.add_failures([f"{why} (--rknn-baseline-strict: every item needs its baseline)"], SPEC)
+            else:
+                result.warnings.append(why)
             return
         deltas, failures = compare_metrics(result.metrics(), entry.get("metrics", {}), spec.baseline_gate.allowed(),
                                            f"{BASELINE} {path}", "baseline_gate")

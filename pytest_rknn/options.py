@@ -51,6 +51,16 @@ def _url_or_folder(text: str) -> str:
     return text
 
 
+def _budget(text: str) -> float:
+    """Seconds, or `off` (or 0) for none."""
+    if text.strip().lower() in ("off", "0", "0.0"):
+        return 0.0
+    try:
+        return _positive_float(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is neither a number of seconds nor off (write e.g. 120, or off)") from None
+
+
 def _job_count(text: str) -> int:
     try:
         value = int(text)
@@ -93,6 +103,14 @@ OPTIONS = [
     Option("--rknn-toolkit-verbose", "keep the toolkit's debug lines in each job's log.txt (every build is verbose, for its layer "
                                     "table; without this option its debug lines are dropped)",
            False, is_flag=True),
+    Option("--rknn-no-localise", "do not run the toolkit's per-layer accuracy analysis on a simulator item that fails "
+                                 "ACCURACY (it builds the model again; see README, Localisation)", False, is_flag=True),
+    Option("--rknn-localise-timeout", "seconds the per-layer analysis of a failed item may take (its own build "
+                                      "included) before it is killed; the item's outcome stays (default: 300)",
+           300.0, _positive_float, metavar="SECONDS"),
+    Option("--rknn-reduce-budget", "seconds for reducing a simulator BUILD or CRASH that names no node to the node "
+                                   "that causes it (sub-models bisected, each a simulator job); off or 0: no reduction "
+                                   "(default: 120)", 120.0, _budget, metavar="SECONDS"),
     Option("--rknn-board", "RK3588 boards to run the built models on over SSH, comma separated "
                            "(each spec and version goes to one of them)", None, metavar="HOST[:PORT]"),
     Option("--rknn-board-user", "SSH user on the boards (default: from ~/.ssh/config, else your user name)",
@@ -115,6 +133,8 @@ OPTIONS = [
                               "spec; keep it in git)", None, metavar="DIR"),
     Option("--rknn-baseline-update", "record this run's metrics into the --rknn-baseline DIR instead of comparing",
            False, is_flag=True),
+    Option("--rknn-baseline-strict", "fail an item (SPEC) that has no baseline entry for its model and config, "
+                                     "instead of warning (for nightly gates)", False, is_flag=True),
     Option("--rknn-compare-to", "upgrade gate: compare every other version's items with this version's results "
                                 "(from this run, else the baseline, else run it), within the spec's `gate:`",
            None, _version, metavar="VERSION"),

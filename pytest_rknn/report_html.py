@@ -643,6 +643,7 @@ def _failure(spec: str, record: dict) -> str:
         parts.append(f'<p class="path">{_e(record["nodeid"])}</p>')
     if message:
         parts.append(f'<p class="message">{_e(message)}</p>')
+    parts += _localisation(record)
     parts += _listing("failures", extra) + _listing("warnings", [str(w) for w in _list(record.get("warnings"))])
     if record.get("log"):
         parts.append(f'<p class="path">log: {_e(record["log"])}</p>')
@@ -651,6 +652,82 @@ def _failure(spec: str, record: dict) -> str:
     if record.get("traceback"):
         parts.append(f'<p class="label">traceback</p><pre class="log">{_e(record["traceback"])}</pre>')
     return "".join(parts) + "</div>"
+
+
+def _localisation(record: dict) -> List[str]:
+    """The toolkit's per-layer analysis of a failed item: the first layers below the threshold, and a
+    chart of the single and entire cosine along the layers (diagnosis/localise.py)."""
+    loc = _dict(record.get("localisation"))
+    if not loc:
+        return []
+    title = f'<p class="label">where it diverges (accuracy_analysis, sample {_e(loc.get("sample"))} of ' \
+            f'output {_e(loc.get("output"))})</p>'
+    if loc.get("error"):
+        return [f'<div class="localisation">{title}<p class="muted">the analysis did not finish: '
+                f'{_e(loc["error"])}</p></div>']
+    threshold = _number(loc.get("threshold"))
+    lines = []
+    for key, column, what in (("first_single", "single_cos", "alone (single)"),
+                              ("first_entire", "entire_cos", "with the error of the layers before it (entire)")):
+        row = _dict(loc.get(key))
+        if row:
+            fused = f", fused with {', '.join(map(str, _list(row.get('fused'))))}" if row.get("fused") else ""
+            lines.append(f"<li>first layer below {_e(threshold)} {what}: <code>{_e(row.get('layer'))}</code> "
+                         f"({_e(row.get('op'))}{_e(fused)}), cosine <span class=\"num\">"
+                         f"{_cosine(row.get(column), threshold)}</span></li>")
+        else:
+            lines.append(f"<li>no layer below {_e(threshold)} {what}</li>")
+    rows = [r for r in _list(loc.get("rows")) if isinstance(r, dict) and _number(r.get("single_cos")) is not None]
+    path = f'<p class="path">{_e(loc["file"])}</p>' if loc.get("file") else ""
+    return [f'<div class="localisation">{title}<ul>{"".join(lines)}</ul>{_layer_chart(rows, threshold, loc)}'
+            f'{path}</div>']
+
+
+def _layer_chart(rows: List[dict], threshold: Optional[float], loc: dict) -> str:
+    """Single and entire cosine per layer, in execution order, as two polylines; a dashed threshold."""
+    if not rows:
+        return ""
+    series = [("single", "single_cos", charts.PASSED_COLOUR), ("entire", "entire_cos", charts.REFERENCE_COLOUR)]
+    values = [v for r in rows for _, key, _ in series if (v := _finite(r.get(key))) is not None]
+    lo, hi, ticks, decimals = charts.y_axis(values + ([threshold] if threshold is not None else []))
+    left, top, height, step = 56, 28, 160, max(8, min(28, 720 // max(len(rows), 1)))
+    width = left + step * max(len(rows) - 1, 1) + 24
+
+    def x(i: int) -> float:
+        return left + i * step
+
+    def y(v: float) -> float:
+        return top + (hi - v) / ((hi - lo) or 1.0) * height
+
+    full = top + height + 24
+    parts = [f'<svg class="chart layers" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{full}" '
+             f'viewBox="0 0 {width} {full}" role="img"><title>cosine per layer</title>']
+    for t in ticks:
+        parts.append(f'<line x1="{left}" x2="{width - 12}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
+                     f'stroke="{charts.GRID_COLOUR}"/><text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" '
+                     f'font-size="11">{t:.{decimals}f}</text>')
+    if threshold is not None:
+        parts.append(f'<line x1="{left}" x2="{width - 12}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
+                     f'stroke="{charts.THRESHOLD_COLOUR}" stroke-dasharray="5 4"/>')
+    for n, (name, key, colour) in enumerate(series):
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, r in enumerate(rows)
+                          if (v := _finite(r.get(key))) is not None)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
+                     f'<text x="{left + n * 70}" y="14" font-size="12" fill="{colour}">— {name}</text>')
+        for i, r in enumerate(rows):
+            v = _finite(r.get(key))
+            if v is not None:
+                parts.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}"><title>'
+                             f'{_e(r.get("layer"))} ({_e(r.get("op"))}): {name} cosine {v:.5f}</title></circle>')
+    first = _dict(loc.get("first_single"))
+    marked = next((i for i, r in enumerate(rows) if first and r.get("layer") == first.get("layer")), None)
+    if marked is not None:
+        v = _finite(rows[marked].get("single_cos"))
+        parts.append(f'<circle cx="{x(marked):.1f}" cy="{y(v if v is not None else lo):.1f}" r="6" fill="none" '
+                     f'stroke="{charts.FAILED_COLOUR}" stroke-width="2"/><text x="{x(marked):.1f}" '
+                     f'y="{top + height + 18}" text-anchor="middle" font-size="11" fill="{charts.FAILED_COLOUR}">'
+                     f'{_e(first.get("layer"))}</text>')
+    return "".join(parts) + "</svg>"
 
 
 def _listing(title: str, lines: List[str]) -> List[str]:

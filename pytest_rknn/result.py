@@ -39,6 +39,21 @@ class OutputMetrics:
         return {k: json_safe(v) for k, v in asdict(self).items()}
 
 
+@dataclass
+class SliceMetrics:
+    """checks.cosine.slices: one part of one output against the same part of the reference."""
+
+    name: str
+    output: str
+    worst_cosine: float
+    worst_sample: int
+    worst_label: str
+    ref_range: List[float]  # the reference's lowest and highest value in this part, over the samples
+
+    def to_dict(self) -> dict:
+        return {k: json_safe(v) for k, v in asdict(self).items()}
+
+
 def format_cosine(value: Optional[float], threshold: Optional[float] = None) -> str:
     """Floored, so 0.9999996 never reads 1.000000 nor 0.9899996 0.990000; six decimals, or
     one more than the threshold has, so the two can be told apart."""
@@ -88,6 +103,7 @@ class RunResult:
     reduction: Optional[dict] = None  # a BUILD/CRASH item: the smallest sub-graph that fails alike (diagnosis/reduce.py)
     repro: Optional[Path] = None  # a failed item: the repro bundle's folder (diagnosis/repro.py)
     hints: List[str] = field(default_factory=list)  # what the failure probably means and the fix; never an outcome
+    slices: List[SliceMetrics] = field(default_factory=list)  # checks.cosine.slices
     timings: Dict[str, float] = field(default_factory=dict)
     spec_path: Optional[Path] = None  # the spec file; None for a spec given as a dict
     fingerprint: Dict[str, object] = field(default_factory=dict)  # see README "Fingerprint"
@@ -129,6 +145,8 @@ class RunResult:
             for key in ("map50", "map", "agreement_map50"):
                 if getattr(self.detection, key) is not None:
                     flat[key] = getattr(self.detection, key)
+        for part in self.slices:
+            flat[f"slice_cosine.{part.name}"] = part.worst_cosine
         if self.profile is not None:
             flat.update(self.profile.metrics())
         if self.latency is not None:
@@ -149,6 +167,7 @@ class RunResult:
             "warnings": list(self.warnings),
             "metrics": {k: json_safe(v) for k, v in self.metrics().items()},
             "outputs": [m.to_dict() for m in self.outputs],
+            "slices": [part.to_dict() for part in self.slices],
             "detection": json_safe(self.detection.to_dict()) if self.detection is not None else None,
             "profile": self.profile.to_dict() if self.profile is not None else None,
             "latency": self.latency,

@@ -52,9 +52,13 @@ def build_outputs(config: pytest.Config, versions: List[str]) -> OutputSettings:
     if compare_to and versions == [compare_to]:
         raise pytest.UsageError(f"--rknn-compare-to={compare_to} is the only version tested, so there is nothing to "
                                 f"compare; test the new version too, e.g. --rknn-toolkit={compare_to},NEW")
+    strict = get_option(config, "--rknn-baseline-strict")
+    if strict and directory is None:
+        raise pytest.UsageError("--rknn-baseline-strict needs --rknn-baseline=DIR, the folder of baseline files "
+                                "every item must have an entry in")
     baseline = BaselineStore(directory, config.rootpath) if directory is not None else None
     return OutputSettings(baseline, update, compare_to, get_file_option(config, "--rknn-json"),
-                          get_file_option(config, "--rknn-html"))
+                          get_file_option(config, "--rknn-html"), strict)
 
 
 def build_runner(config: pytest.Config, outputs: OutputSettings) -> RknnRunner:
@@ -70,9 +74,12 @@ def build_runner(config: pytest.Config, outputs: OutputSettings) -> RknnRunner:
         boards=build_board_pool(config),
         on_artifact=config.hook.pytest_rknn_artifact_built,
         comparisons=Comparisons(outputs.baseline, outputs.compare_to, [t.version for t in toolkits],
-                                updating_baseline=outputs.update_baseline),
+                                updating_baseline=outputs.update_baseline, strict_baseline=outputs.strict_baseline),
         result_cache=ResultCache(result_cache_dir(config), get_option(config, "--rknn-cache-size")),
         keep_outputs=get_option(config, "--rknn-keep-outputs"),
+        localise=not get_option(config, "--rknn-no-localise"),
+        localise_timeout=get_option(config, "--rknn-localise-timeout"),
+        reduce_budget=get_option(config, "--rknn-reduce-budget"),
     )
 
 

@@ -8,13 +8,16 @@ recorded `.rknn`, log and result in the folder; the outputs only when someone ne
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Union
 
-from ..errors import SpecError
+import numpy as np
+
+from ..errors import RknnError, SpecError
 from ..jobdir import input_arrays, read_outputs, write_job
 from ..logs import read_log
 from ..result_cache import HIT, MISS, OFF, ResultCache, arrays_digest
@@ -25,6 +28,7 @@ from ..toolkit.envs import Provisioner, ToolkitRequest
 from . import Executed, Job
 
 SIM = "sim"
+ANALYSIS_FOLDER = "analysis"  # an analysis job's folder, inside the item's job folder
 
 
 @dataclass
@@ -71,7 +75,7 @@ class SimulatorBackend:
             "target": spec.target,
             "config": spec.convert.config_kwargs(),
             "quantize": isinstance(spec.convert.quantize, QuantizeSpec),
-            "dataset": write_dataset(spec, job.model, job_dir),
+            "dataset": write_dataset(spec, job.model, job_dir, self.result_cache.images_folder),
             "rknn_name": f"{spec.name}.rknn",
             "verbose": self.toolkit_verbose,
         }
@@ -113,6 +117,39 @@ class SimulatorBackend:
         result = dict(cached, cache=HIT)
         self._built(job, written, result)
         return Executed(SIM, None, written.job_dir, result, read_log(written.job_dir), time.monotonic() - started)
+
+    def analyse(self, job: Job, written: WrittenJob, sample: int, timeout: float) -> Path:
+        """The toolkit's per-layer accuracy analysis of one sample (accuracy_analysis after a build of its
+        own, in JOB/analysis/ on a worker of the pool): the path of its error_analysis.txt, or an RknnError
+        with the class (TIMEOUT past `timeout`, CRASH, BUILD when the analysis itself fails). The result cache
+        keeps error_analysis.txt per job and sample, so a failing item that is a cache hit starts no worker."""
+        folder = written.job_dir / ANALYSIS_FOLDER
+        table = f"{ANALYSIS_FOLDER}/{client.ANALYSIS_TABLE}"
+        key = None if written.key is None else \
+            hashlib.sha256(f"{written.key}\0accuracy_analysis\0{sample}".encode()).hexdigest()
+        if self.result_cache.load_measurement(key, written.job_dir) is not None:
+            return written.job_dir / table
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for i, (array, layout) in enumerate(zip(job.inputs.samples[sample], job.inputs.layouts)):
+            if layout == "nhwc":  # accuracy_analysis wants NCHW .npy files even for an NHWC model
+                array = np.ascontiguousarray(np.transpose(array, (0, 3, 1, 2)))
+            path = folder / f"input{i}.npy"
+            np.save(path, array)
+            paths.append(str(path))
+        description = json.loads((written.job_dir / "job.json").read_text())
+        description["analyse"] = {"sample": sample, "inputs": paths}
+        (folder / "job.json").write_text(json.dumps(description, indent=1))
+        try:
+            result = client.run_worker(written.python, folder, timeout, f"rknn-toolkit2 {job.version} accuracy_analysis")
+        except RknnError as exc:  # a timeout here is the analysis's own limit, not the job's
+            exc.message = exc.message.replace("raise --rknn-timeout or the spec's `timeout:`",
+                                              "raise --rknn-localise-timeout")
+            raise
+        if result["status"] != "ok":  # SPEC cannot happen here: the same config built before
+            raise RuntimeError(f"accuracy_analysis ended with status {result['status']}")
+        self.result_cache.store_measurement(key, {"analysis": table, "sample": sample}, written.job_dir, [table])
+        return written.job_dir / table
 
     def _built(self, job: Job, written: WrittenJob, result: dict) -> None:
         self.on_artifact(spec=job.spec, version=job.version, rknn_path=written.job_dir / result["rknn"],

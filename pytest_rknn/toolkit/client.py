@@ -21,6 +21,7 @@ from ..logs import error_lines, last_step, log_tail, read_log, signal_name
 from .build_log import settle
 
 WORKER = Path(__file__).with_name("worker.py")
+ANALYSIS_TABLE = "toolkit/error_analysis.txt"  # what an analysis job's result.json names (worker.ANALYSIS_DIR)
 KILL_GRACE_SECONDS = 5.0
 TIMED_OUT = None  # the exit status of a job that did not end in time
 

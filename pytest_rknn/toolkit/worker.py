@@ -11,6 +11,11 @@ It needs only the standard library, numpy and rknn-toolkit2; it never imports py
 
 In:  job.json, inputs.npz (keys s{sample}_i{input})
 Out: result.json, outputs.npz (keys s{sample}_o{output}), the .rknn file, log.txt.
+
+An analysis job (job.json has `"analyse": {"sample": N, "inputs": [NCHW .npy paths]}`) builds the same
+way, then runs the toolkit's per-layer accuracy_analysis instead of export and inference: out come
+result.json (`analysis`: the error_analysis.txt path, relative to the job folder), log.txt and the
+toolkit's folder ANALYSIS_DIR (its per-layer tensor dumps removed unless the job is verbose).
 """
 
 import difflib
@@ -25,6 +30,8 @@ import time
 import traceback
 
 STEP_MARK = "[pytest-rknn] step:"
+ANALYSIS_DIR = "toolkit"  # accuracy_analysis's output_dir, inside an analysis job's folder
+ANALYSIS_DUMPS = ("golden", "simulator")  # every layer's tensor as text: large, and only a person reads them
 
 
 def step(name):
@@ -142,6 +149,8 @@ def build_and_simulate(rknn, job, config, job_dir, result, finish):
         ("export_rknn", rknn.export_rknn, dict(export_path=os.path.join(job_dir, job["rknn_name"]))),
         ("init_runtime", rknn.init_runtime, dict(target=None)),
     ]
+    if job.get("analyse"):  # the analysis needs the build in this process, not the exported file
+        steps = steps[:3]
     for name, fn, kwargs in steps:
         failure = call(name, fn, **kwargs)
         if failure != 0:
@@ -149,6 +158,8 @@ def build_and_simulate(rknn, job, config, job_dir, result, finish):
         if name == "export_rknn":
             result["rknn"] = job["rknn_name"]
             result["rknn_sha256"] = sha256_of(kwargs["export_path"])
+    if job.get("analyse"):
+        return analyse(rknn, job, job_dir, call, finish)
 
     step("inference")
     formats = job["data_format"]
@@ -171,6 +182,26 @@ def build_and_simulate(rknn, job, config, job_dir, result, finish):
     os.replace(tmp, os.path.join(job_dir, "outputs.npz"))
     result["failed_samples"] = failed
     return finish("ok")
+
+
+def analyse(rknn, job, job_dir, call, finish):
+    """The toolkit's per-layer analysis of one sample against its own float run (target None: the
+    simulator). Its .npy inputs must be NCHW, whatever the model's data format; the host writes them so."""
+    import shutil
+
+    output_dir = os.path.join(job_dir, ANALYSIS_DIR)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    failure = call("accuracy_analysis", rknn.accuracy_analysis, inputs=list(job["analyse"]["inputs"]),
+                   output_dir=output_dir, target=None)
+    if failure != 0:
+        return finish("BUILD", **failure)
+    table = os.path.join(ANALYSIS_DIR, "error_analysis.txt")
+    if not os.path.isfile(os.path.join(job_dir, table)):
+        return finish("BUILD", step="accuracy_analysis", exception="the toolkit wrote no error_analysis.txt")
+    if not job.get("verbose"):
+        for dumps in ANALYSIS_DUMPS:
+            shutil.rmtree(os.path.join(output_dir, dumps), ignore_errors=True)
+    return finish("ok", analysis=table, sample=job["analyse"].get("sample"))
 
 
 # ---------------------------------------------------------------- serve mode

@@ -36,6 +36,12 @@ def update_registry(path, change):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _op_types(model_path):
+    import onnx
+
+    return sorted({node.op_type for node in onnx.load(str(model_path), load_external_data=False).graph.node})
+
+
 def pytest_rknn_artifact_built(spec, version, rknn_path, sha256):
     registry = os.environ.get("RKNNLITE_DOUBLE_REGISTRY")
     if not registry:
@@ -46,5 +52,6 @@ def pytest_rknn_artifact_built(spec, version, rknn_path, sha256):
              "apply_mean_std": bool(spec.reference.apply_mean_std),
              "toolkit_version": str(version),
              "target_platform": getattr(spec, "target", None),
-             "simulated": str(Path(rknn_path).resolve().parent)}  # its inputs.npz and outputs.npz
+             "simulated": str(Path(rknn_path).resolve().parent),  # its inputs.npz and outputs.npz
+             "op_types": _op_types(spec.model_path)}  # for the double's faults by op type (set_op_fault)
     update_registry(registry, lambda data: data["models"].__setitem__(sha256, entry))

@@ -389,6 +389,21 @@ def test_hang_child_leaves_a_helper_in_the_job_process_group(ssh, board, registe
     assert board.leftover_processes() == []
 
 
+def test_an_op_fault_crashes_any_model_that_has_the_op_and_only_those(ssh, board, registered, tmp_path):
+    try:
+        board.set_op_fault("TopK", "segv")  # cnn has none
+        status, output, _ = run_job(ssh, board, registered, name="any_name.rknn", tmp_path=tmp_path)
+        assert job_result(output)["outputs"] == [[1, 10], [1, 16, 8, 8]], output
+        board.set_op_fault("MaxPool", "segv")  # cnn has one
+        status, output, _ = run_job(ssh, board, registered, name="other_name.rknn", tmp_path=tmp_path)
+        assert "RESULT" not in output and "EXIT=139" in output, output
+        with pytest.raises(ValueError):
+            board.set_op_fault("MaxPool", "melt")
+    finally:
+        board.clear_faults()
+    assert "op_faults" not in json.loads(board.registry.read_text())
+
+
 def test_faults_go_with_the_file_name_and_can_be_cleared(ssh, board, registered, tmp_path):
     board.set_fault("gone.rknn", "none_outputs")
     board.clear_faults()
@@ -474,7 +489,8 @@ def test_the_registrar_hook_registers_a_built_artifact(tmp_path, monkeypatch):
     entry = json.loads((tmp_path / "registry.json").read_text())["models"]["ab" * 32]
     assert entry == {"onnx": str(CNN.resolve()), "mean_values": [[0, 0, 0]], "std_values": [[255, 255, 255]],
                      "apply_mean_std": True, "toolkit_version": "2.5.0", "target_platform": "rk3588",
-                     "simulated": str(tmp_path.resolve())}
+                     "simulated": str(tmp_path.resolve()),
+                     "op_types": ["Conv", "Flatten", "Gemm", "GlobalAveragePool", "MaxPool", "Relu"]}
 
 
 def test_leftover_processes_sees_what_mentions_the_board(board):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from .registrar import update_registry
+from .registrar import _op_types, update_registry
 
 HOST = "127.0.0.1"
 HOST6 = "::1"
@@ -66,6 +66,7 @@ class BoardPython:
             entry["target_platform"] = target_platform
         if simulated:
             entry["simulated"] = str(Path(simulated).resolve())
+        entry["op_types"] = _op_types(onnx)  # as registrar.py records them, for set_op_fault
         update_registry(self.registry, lambda data: data["models"].__setitem__(sha256, entry))
 
     def set_fault(self, rknn_name: str, fault: str) -> None:
@@ -74,8 +75,15 @@ class BoardPython:
             raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}, or slow:MS")
         update_registry(self.registry, lambda data: data["faults"].__setitem__(Path(rknn_name).name, fault))
 
+    def set_op_fault(self, op_type: str, fault: str) -> None:
+        """Inject `fault` into inference of any registered model whose ONNX graph has an `op_type` node (the
+        registrar records each model's op types): a runtime that crashes on one op, whatever the file is called."""
+        if fault not in FAULTS and not re.fullmatch(r"slow:\d+(\.\d+)?", fault):
+            raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}, or slow:MS")
+        update_registry(self.registry, lambda data: data.setdefault("op_faults", {}).__setitem__(op_type, fault))
+
     def clear_faults(self) -> None:
-        update_registry(self.registry, lambda data: data["faults"].clear())
+        update_registry(self.registry, lambda data: (data["faults"].clear(), data.pop("op_faults", None)))
 
     def calls(self) -> List[dict]:
         """What the double was asked to do, one dict per call (see rknn_runtime.trace)."""
@@ -250,6 +258,9 @@ class TestBoard:
 
     def set_fault(self, rknn_name: str, fault: str) -> None:
         self.default.set_fault(rknn_name, fault)
+
+    def set_op_fault(self, op_type: str, fault: str) -> None:
+        self.default.set_op_fault(op_type, fault)
 
     def clear_faults(self) -> None:
         self.default.clear_faults()

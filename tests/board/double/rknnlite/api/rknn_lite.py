@@ -93,6 +93,9 @@ class RKNNLite:
         registry = read_registry()
         self._entry = registry["models"].get(sha256_hex(self.rknn_data))
         self._fault = registry["faults"].get(os.path.basename(path))
+        if self._fault is None and self._entry is not None:  # a fault of any model that has this op type
+            ops = self._entry.get("op_types") or []
+            self._fault = next((f for op, f in registry.get("op_faults", {}).items() if op in ops), None)
         return 0
 
     def init_runtime(self, target=None, device_id=None, async_mode=False, core_mask=NPU_CORE_AUTO):

@@ -27,7 +27,8 @@ Behaviour of the real runtime that is reproduced (evidence in tests/board/README
     the same input arrays returns the simulator's outputs. Other inputs, or no folder: the
     ONNX model through onnxruntime, rounded to float16.
 
-Faults (the registry's `faults`, by the loaded file's basename; tests/board/README.md has the table):
+Faults (the registry's `faults`, by the loaded file's basename, or its `op_faults`, by an op type that the
+registered ONNX model has, `op_types` in its entry; tests/board/README.md has the table):
   segv, hang, hang_child, none_outputs, wrong_shape, drift, scale, drop_connection, power_off,
   no_result, and slow:MS: every run() sleeps MS milliseconds (a number, e.g. slow:150) before it
   computes as usual, a measurable, controllable latency for the board's timing.
