@@ -12,9 +12,6 @@ from the stored measurement: no worker, no onnxruntime (see measurement.py).
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
-import shutil
 import threading
 import time
 from concurrent.futures import Future
@@ -33,13 +30,12 @@ from .checks import latency_failures, placement_failures
 from .comparisons import Comparisons
 from .detection.check import detect
 from .detection.check import setup as detection_setup
-from .diagnosis import repro
 from .diagnosis.hints import hints_for
 from .diagnosis.localise import localise as localise_failure
 from .diagnosis.profile import build_profile
 from .diagnosis.reduce import DEFAULT_BUDGET_SECONDS as REDUCE_BUDGET_SECONDS
-from .diagnosis.reduce import REDUCED_CLASSES, reduce_failure
 from .early_checks import check_before_build
+from .failure_evidence import FailureEvidence
 from .errors import ACCURACY, BUILD, CRASH, PERFORMANCE, PLACEMENT, SPEC, TIMEOUT, RknnError, SpecError
 from .fingerprint import host_versions
 from .inputs import InputSet, prepare_inputs
@@ -48,7 +44,6 @@ from .onnx_model import ModelInfo, model_info
 from .result import RunResult, format_cosine
 from .result_cache import HIT, MISS, OFF, ResultCache
 from .spec import PYTHON_SPEC, Spec, load_spec, spec_from_dict, spec_name
-from .toolkit import client
 from .toolkit.envs import Provisioner, ToolkitRequest
 
 BLAMED = (CRASH, TIMEOUT, BUILD, ACCURACY)  # board failures whose message says: the conversion or the runtime?
@@ -78,7 +73,7 @@ class RknnRunner:
         self.result_cache = result_cache or ResultCache(None)  # None: off
         self.localise = localise  # an ACCURACY failure gets the toolkit's per-layer analysis (--rknn-no-localise: off)
         self.localise_timeout = localise_timeout
-        self.reduce_budget = reduce_budget  # seconds for reducing a BUILD/CRASH to one node (--rknn-reduce-budget; 0: off)
+        self.evidence = FailureEvidence(self, reduce_budget)  # a failed item's reduction and repro bundle
         self.keep_outputs = keep_outputs  # --rknn-keep-outputs: every job folder gets its arrays, hits too
         self.comparisons = comparisons
         self.toolkits = {t.version: t for t in toolkits}
@@ -152,7 +147,7 @@ class RknnRunner:
                            spec_path=spec.path if spec.path != PYTHON_SPEC else None)
         result.fingerprint["host"] = host_versions()
         simulator_verdict = None  # board items: the sim item's own result, once the board is reached
-        staged = None  # the inputs, once staged: a failure after that may get a repro bundle
+        staged = None  # the inputs, once staged: a failure after that gets its evidence (failure_evidence.py)
         try:
             spec_v = spec.for_version(version)
             result.fingerprint["config_hash"] = spec_v.metrics_config_hash()
@@ -168,78 +163,9 @@ class RknnRunner:
             result.fail_with(exc)
         if simulator_verdict is not None and result.failure_class in BLAMED:
             result.message += "; " + _blame(simulator_verdict, result)
-        if staged is not None and result.failure_class in REDUCED_CLASSES and self.reduce_budget > 0:
-            self._reduce(result, spec_v, staged, version, backend)
-        if staged is not None and repro.wanted(result):  # a failure a toolkit call can reproduce: its bundle
-            started = time.monotonic()
-            try:
-                written = self.write_job(spec_v, staged, version)  # cached: the simulator job's folder
-                job_dir = written.job_dir if backend == SIM else written.job_dir.parent / f"{version}-board"
-                if (job_dir / "job.json").is_file():  # a board item: only once its job went to the board
-                    try:
-                        reference = self.reference(spec_v, staged).outputs  # cached (computed before the job ran)
-                    except Exception:  # onnxruntime failed: a bundle without reference outputs
-                        reference = None
-                    result.repro = repro.write_bundle(result, spec_v, staged.model, staged.inputs, job_dir,
-                                                      written.job_dir, reference, written.python)
-                    result.timings["repro"] = time.monotonic() - started
-            except Exception as exc:  # the bundle is evidence: it never fails an item differently
-                result.warnings.append(f"no repro bundle was written: {type(exc).__name__}: {exc}")
+        if staged is not None and not result.passed:
+            self.evidence.gather(result, spec_v, staged, version, backend)
         return result
-
-    def _reduce(self, result: RunResult, spec: Spec, staged: Staged, version: str, backend: str) -> None:
-        """A BUILD or CRASH that names no node: bisected to the node (diagnosis/reduce.py), within the budget;
-        a board item's with board runs of the sub-models. Evidence only: the class and outcome stay."""
-        try:
-            written = self.write_job(spec, staged, version)  # cached: the simulator job's folder
-            what = f"rknn-toolkit2 {version}"
-            out_dir = written.job_dir
-            run_job = lambda folder, seconds: client.run_worker(written.python, folder, seconds, what)  # noqa: E731
-            if backend == BOARD:
-                out_dir = written.job_dir.parent / f"{version}-board"
-                if not (out_dir / "job.json").is_file():  # the simulator failed: its own item reduces that
-                    return
-                run_job = self._on_board_candidate(spec, version, written.python, what)
-            reduction = reduce_failure(
-                written.job_dir, RknnError(result.failure_class, result.message, result.log_tail), run_job,
-                self.reduce_budget, spec.timeout or self.timeout, out_dir, verify_first=backend == BOARD)
-        except Exception as exc:  # evidence: it never fails an item differently
-            result.warnings.append(f"the {result.failure_class} was not reduced: {type(exc).__name__}: {exc}")
-            return
-        if reduction is not None:
-            result.reduction = reduction.record()
-            result.timings["reduce"] = reduction.seconds
-            sentence = reduction.sentence(self.reduce_budget)
-            if sentence:  # none when the model itself, built and run again, did not fail alike
-                result.message += "; " + sentence
-
-    def _on_board_candidate(self, spec: Spec, version: str, python: str, what: str):
-        """Run a reduction candidate as a board item runs its model: built and simulated by the toolkit, announced
-        like any artifact (pytest_rknn_artifact_built), then on the spec's board with its sha256 checked there."""
-        session = self.board.pool.session_for(f"{spec.name}/{version}")
-
-        def run(folder: Path, seconds: float) -> None:
-            try:
-                built = client.run_worker(python, folder, seconds, what)
-            except RknnError:  # the sub-model does not even build: not the board's failure
-                return
-            if built.get("status") != "ok":
-                return
-            job = json.loads((folder / "job.json").read_text())
-            config = job.get("config", {})
-            convert = spec.convert.model_copy(update={"mean_values": config.get("mean_values"),
-                                                      "std_values": config.get("std_values")})
-            rknn = folder / built["rknn"]
-            self.simulator.on_artifact(spec=dataclasses.replace(spec, model_path=Path(job["model"]), convert=convert),
-                                       version=version, rknn_path=rknn, sha256=built["rknn_sha256"])
-            board_dir = folder / "board"
-            board_dir.mkdir(exist_ok=True)
-            shutil.copyfile(folder / "inputs.npz", board_dir / "inputs.npz")
-            (board_dir / "job.json").write_text(json.dumps({"latency_runs": 0, "samples": 1,
-                                                            "data_format": job["data_format"]}))
-            session.run_job(board_dir, rknn, built["rknn_sha256"], version)
-
-        return run
 
     def _measure_in_simulator(self, result: RunResult, spec: Spec, staged: Staged, version: str) -> None:
         """From the stored measurement of a recorded job when there is one, else measured now."""

@@ -4,7 +4,6 @@ browser renders it."""
 import base64
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from PIL import Image

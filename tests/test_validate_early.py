@@ -15,7 +15,7 @@ from pytest_rknn.errors import ENV, SPEC, RknnWarning, SpecError
 from pytest_rknn.onnx_model import read_model_info
 from pytest_rknn.result import OutputMetrics, RunResult
 from pytest_rknn.runner import RknnRunner
-from pytest_rknn.spec import TARGETS, load_spec, spec_from_dict
+from pytest_rknn.spec import TARGETS, spec_from_dict
 from pytest_rknn.toolkit.envs import Provisioner, ToolkitRequest
 
 from conftest import MODELS, TOOLKIT_CACHE, write_spec
