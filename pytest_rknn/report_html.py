@@ -644,7 +644,13 @@ def _failure(spec: str, record: dict) -> str:
     if message:
         parts.append(f'<p class="message">{_e(message)}</p>')
     parts += _localisation(record)
-    parts += _listing("failures", extra) + _listing("warnings", [str(w) for w in _list(record.get("warnings"))])
+    parts += _listing("failures", extra) + _listing("hints", [str(h) for h in _list(record.get("hints"))])
+    parts += _listing("warnings", [str(w) for w in _list(record.get("warnings"))])
+    reduction = _dict(record.get("reduction"))
+    if reduction.get("model"):
+        parts.append(f'<p class="path">reduced model: {_e(reduction["model"])}</p>')
+    if record.get("repro"):
+        parts.append(f'<p class="path">repro bundle: {_e(record["repro"])}</p>')
     if record.get("log"):
         parts.append(f'<p class="path">log: {_e(record["log"])}</p>')
     if record.get("log_tail"):

@@ -376,3 +376,13 @@ def test_quantities_are_written_in_their_units():
     assert ticks[0] == 0 and ticks[-1] >= 17 * 1024 and labels == ["0", "5 KB", "10 KB", "15 KB", "20 KB"]
     assert report_charts.zero_axis([2, 0], report_charts.COUNT)[1] == ["0", "1", "2"]
     assert report_charts.zero_axis([0], report_charts.COUNT)[1] == ["0", "1"]
+
+
+def test_a_failures_hints_reduced_model_and_repro_bundle_are_in_its_details():
+    failed = dict(broken_record(), hints=["RKNN detected nothing <really>"], repro="/tmp/j/2.5.0/repro",
+                  reduction={"node": "upsample", "model": "/tmp/j/2.5.0/reduced.onnx"})
+    page = report_html.render(document([failed]))
+    details = page[page.index('class="failure"'):]
+    assert "hints" in details and "RKNN detected nothing &lt;really&gt;" in details
+    assert "reduced model: /tmp/j/2.5.0/reduced.onnx" in details and "repro bundle: /tmp/j/2.5.0/repro" in details
+    assert "repro bundle" not in report_html.render(document([broken_record()]))
