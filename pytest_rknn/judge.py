@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from .backends import Executed, Outputs
 from .checks import evaluate, slice_failures
-from .detection.check import DetectionSetup, Detections, detection_failures, run_detection_check
+from .detection.check import DetectionSetup, Detections, detection_failures, map_thresholds, run_detection_check
 from .errors import ACCURACY, BUILD, RknnError
 from .jobdir import OVERLAYS
 from .logs import error_lines, log_tail
@@ -69,6 +69,7 @@ def apply(result: RunResult, spec: Spec, measurement: Measurement) -> None:
     failures: List[str] = evaluate(spec, measurement.outputs) + slice_failures(spec, measurement.slices)
     if measurement.detection is not None:
         failures += detection_failures(spec.checks.yolov5, measurement.detection)
+        result.thresholds.update(map_thresholds(spec.checks.yolov5, measurement.detection))
     result.failures = failures
     if failures:
         result.failure_class = ACCURACY

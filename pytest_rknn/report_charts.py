@@ -78,6 +78,7 @@ CYCLES = Units(1000, ("", "k", "M", "G"))
 BYTES = Units(1024, (" B", " KB", " MB", " GB"))
 COUNT = Units(1000, ("", "k", "M"), integer=True)
 MILLISECONDS = Units(1000, (" ms", " s"))
+FRACTION = Units(1000, ("",))  # an mAP: 0 to 1
 
 
 @dataclass(frozen=True)
@@ -132,12 +133,12 @@ def bar_chart(title: str, groups: Sequence[Group], *, y_max: float = 1.0, thresh
 
 def quantity_chart(title: str, groups: Sequence[Group], units: Units) -> str:
     """A small chart of one quantity (cycles, bytes, a count), a bar per group, from 0, no legend."""
-    return bar_chart(title, groups, units=units, legend=False, plot_height=PLOT_HEIGHT * 0.6)
+    return bar_chart(title, groups, units=units, legend=False, plot_height=PLOT_HEIGHT * 0.6, y_max=0.0)
 
 
 def _ticks(values: List[float], y_max: float, units: Optional[Units]) -> Tuple[float, float, List[float], List[str]]:
     if units is not None:
-        ticks, labels = zero_axis(values, units)
+        ticks, labels = zero_axis(values + [y_max], units)
         return 0.0, ticks[-1], ticks, labels
     lo, hi, ticks, decimals = y_axis(values, y_max)
     return lo, hi, ticks, [f"{t:.{decimals}f}" for t in ticks]
@@ -290,8 +291,8 @@ def _bars(groups: Sequence[Group], layout: _Layout, y, bottom: float, value_deci
                 parts.append(_centred_note("n/a", x + BAR / 2, bottom - 8, FAILED_COLOUR, tooltip))
                 continue
             top = y(bar.value)
-            colour = FAILED_COLOUR if bar.failed or group.failed else PASSED_COLOUR
-            parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{BAR}" height="{max(bottom - top, 1):.1f}" '
+            colour = FAILED_COLOUR if bar.failed else PASSED_COLOUR  # the bar's own metric against its own line
+            parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{BAR}" height="{max(bottom - top, 0):.1f}" '
                          f'fill="{colour}">{tooltip}</rect>')
             if bar.whisker is not None and math.isfinite(bar.whisker) and bar.whisker > bar.value:
                 top = y(bar.whisker)

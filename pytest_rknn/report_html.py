@@ -371,13 +371,21 @@ def _cosine_groups(records: List[dict]) -> List[charts.Group]:
     groups = []
     for record in records:
         cosines, thresholds = _worst_cosines(record), _prefixed(_dict(record.get("thresholds")), "cosine.")
-        bars = tuple(charts.Bar(label=name, value=_number(cosines.get(name)), failed=_failed(record),
+        bars = tuple(charts.Bar(label=name, value=_number(cosines.get(name)),
+                                failed=_below(_number(cosines.get(name)), _finite(thresholds.get(name))),
                                 threshold=_finite(thresholds.get(name)),
                                 tooltip=f"{_item_label(record)} {name}: {_cosine(cosines.get(name))}")
                      for name in names) if cosines else ()
         groups.append(charts.Group(_item_label(record), bars, failed=_failed(record),
                                    empty_note=_class_of(record)))
     return groups
+
+
+def _below(value: Optional[float], line: Optional[float]) -> bool:
+    """A bar is red when its own metric is NaN or under its own line, whatever else failed the item."""
+    if value is None or not math.isfinite(value):
+        return True
+    return line is not None and value < line
 
 
 def _map_chart(records: List[dict]) -> str:
@@ -388,13 +396,15 @@ def _map_chart(records: List[dict]) -> str:
     groups = []
     for record in records:
         detection = _dict(record.get("detection"))
-        bars = (charts.Bar(label="", value=_number(detection.get(key)), failed=_failed(record),
+        line = _finite(_dict(record.get("thresholds")).get(key))
+        value = _number(detection.get(key))
+        bars = (charts.Bar(label="", value=value, failed=_below(value, line), threshold=line,
                            tooltip=f"{_item_label(record)}: {_fixed(detection.get(key))}"),) if detection else ()
         reference = _finite(detection.get("ref_map50")) if labelled else None
         groups.append(charts.Group(_item_label(record), bars, failed=_failed(record), reference=reference,
                                    empty_note=_class_of(record)))
     title = "mAP@0.5 against the labels" if labelled else "Agreement mAP@0.5 with onnxruntime"
-    return charts.bar_chart(title, groups, value_decimals=3)
+    return charts.bar_chart(title, groups, value_decimals=3, units=charts.FRACTION, threshold_name="gate")
 
 
 # ------------------------------------------------------------------ where it runs

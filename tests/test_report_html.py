@@ -386,3 +386,21 @@ def test_a_failures_hints_reduced_model_and_repro_bundle_are_in_its_details():
     assert "hints" in details and "RKNN detected nothing &lt;really&gt;" in details
     assert "reduced model: /tmp/j/2.5.0/reduced.onnx" in details and "repro bundle: /tmp/j/2.5.0/repro" in details
     assert "repro bundle" not in report_html.render(document([broken_record()]))
+
+
+def test_charts_colour_each_metric_by_its_own_line_and_an_map_of_zero_is_no_bar():
+    """A cosine that passed its line stays blue although the item failed (its mAP did); the mAP axis
+    starts at 0, so an mAP of 0.0 has no height; the mAP chart has its gate line."""
+    detection = {"layout": "single", "map50": 0.0, "ref_map50": 0.92, "agreement_map50": 0.0,
+                 "counts": [["a.jpg", 0, 4]], "overlays": []}
+    failed = record("yolo", "2.5.0", outcome="failed", **{"class": "ACCURACY"}, message="mAP",
+                    thresholds={"cosine.output0": 0.99, "map50": 0.828}, detection=detection,
+                    metrics={"cosine.output0": 0.9995, "map50": 0.0}, outputs=[output("output0", 0.9995)])
+    svgs = re.findall(r"<svg.*?</svg>", report_html.render(document([failed])), re.S)
+    cosine_svg = next(s for s in svgs if "Worst cosine" in s)
+    map_svg = next(s for s in svgs if "mAP@0.5 against the labels" in s)
+    [cosine_bar] = re.findall(r'<rect [^>]*fill="(#[0-9a-f]+)"><title>', cosine_svg)
+    assert cosine_bar == report_charts.PASSED_COLOUR  # 0.9995 >= 0.99: not red
+    [(height, colour)] = re.findall(r'<rect [^>]*height="([0-9.]+)" fill="(#[0-9a-f]+)"><title>', map_svg)
+    assert float(height) == 0.0 and colour == report_charts.FAILED_COLOUR
+    assert ">0<" in map_svg and "gate" in map_svg and "stroke-dasharray" in map_svg  # from 0, with its line

@@ -135,6 +135,23 @@ def measure_maps(setup: DetectionSetup, reference_detections: Detections, detect
         metrics.ref_map50, metrics.ref_map = setup.reference_map
 
 
+def map_thresholds(check: YoloV5Check, metrics: DetectionMetrics) -> Dict[str, float]:
+    """The lowest value each mAP may have under `check`'s gates (for the reports' lines): `map50` with
+    labels, else `agreement_map50`; plus `agreement_map50` for min_agreement_map50."""
+    labelled = metrics.map50 is not None
+    reference = metrics.ref_map50 if labelled else 1.0
+    limits: Dict[str, float] = {}
+    if reference is not None and math.isfinite(reference):
+        lows = [check.map50_ratio * reference if check.map50_ratio is not None else None,
+                reference - check.max_map50_drop if check.max_map50_drop is not None else None]
+        lows = [low for low in lows if low is not None]
+        if lows:
+            limits["map50" if labelled else "agreement_map50"] = max(lows)
+    if check.min_agreement_map50 is not None:
+        limits["agreement_map50"] = max(limits.get("agreement_map50", 0.0), check.min_agreement_map50)
+    return limits
+
+
 def detection_failures(check: YoloV5Check, metrics: DetectionMetrics) -> List[str]:
     """One line per violated gate of `check` for these figures (which may have been measured in an
     earlier run, with other gates)."""
