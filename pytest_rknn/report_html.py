@@ -656,6 +656,7 @@ def _failure(spec: str, record: dict) -> str:
     parts += _localisation(record)
     parts += _listing("failures", extra) + _listing("hints", [str(h) for h in _list(record.get("hints"))])
     parts += _listing("warnings", [str(w) for w in _list(record.get("warnings"))])
+    parts += _worst_images(_dict(record.get("detection")))
     reduction = _dict(record.get("reduction"))
     if reduction.get("model"):
         parts.append(f'<p class="path">reduced model: {_e(reduction["model"])}</p>')
@@ -668,6 +669,23 @@ def _failure(spec: str, record: dict) -> str:
     if record.get("traceback"):
         parts.append(f'<p class="label">traceback</p><pre class="log">{_e(record["traceback"])}</pre>')
     return "".join(parts) + "</div>"
+
+
+WORST_IMAGES = 20
+
+
+def _worst_images(detection: dict) -> List[str]:
+    """A detector's images whose detection count differs from onnxruntime's, the worst first."""
+    rows = [c for c in _list(detection.get("counts")) if isinstance(c, (list, tuple)) and len(c) >= 3
+            and _finite(c[1]) is not None and _finite(c[2]) is not None and c[1] != c[2]]
+    if not rows:
+        return []
+    rows.sort(key=lambda c: -abs(c[1] - c[2]))
+    body = "".join(f"<tr><td>{_e(c[0])}</td><td class=\"num\">{c[1]:g}</td><td class=\"num\">{c[2]:g}</td>"
+                   f"<td class=\"num\">{c[1] - c[2]:+g}</td></tr>" for c in rows[:WORST_IMAGES])
+    more = f'<p class="muted">and {len(rows) - WORST_IMAGES} more</p>' if len(rows) > WORST_IMAGES else ""
+    return [f'<p class="label">images whose detections differ, worst first</p><div class="scroll"><table>'
+            f"<tr><th>image</th><th>RKNN</th><th>onnxruntime</th><th>difference</th></tr>{body}</table></div>{more}"]
 
 
 def _localisation(record: dict) -> List[str]:

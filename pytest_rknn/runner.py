@@ -38,6 +38,7 @@ from .early_checks import check_before_build
 from .failure_evidence import FailureEvidence
 from .errors import ACCURACY, BUILD, CRASH, PERFORMANCE, PLACEMENT, SPEC, TIMEOUT, RknnError, SpecError
 from .fingerprint import host_versions
+from .logs import log_tail
 from .inputs import InputSet, prepare_inputs
 from .judge import Reference
 from .onnx_model import ModelInfo, model_info
@@ -193,6 +194,7 @@ class RknnRunner:
         judge.apply(result, spec, measured)
         result.add_failures(placement_failures(spec, result.profile, f"rknn-toolkit2 {result.toolkit_version}"),
                             PLACEMENT)
+        _keep_log_tail(result, executed)
         if self.localise and result.failure_class == ACCURACY:  # where it diverges: evidence, never the verdict
             job = staged.job(spec, version)
             localise_failure(result, lambda sample: self.simulator.analyse(job, written, sample, self.localise_timeout))
@@ -218,6 +220,7 @@ class RknnRunner:
         measured.hints = hints_for(spec, staged.model, staged.inputs, reference, measured)
         judge.apply(result, spec, measured)
         result.add_failures(latency_failures(spec, result.latency), PERFORMANCE)
+        _keep_log_tail(result, executed)
 
     def _record_artifact(self, result: RunResult, simulated: Executed) -> None:
         """The simulator job's .rknn, toolkit, timings and log in the result."""
@@ -343,6 +346,12 @@ def spec_label(spec) -> str:
     if isinstance(spec, (str, Path)):
         return spec_name(Path(spec))
     return Path(str(spec.get("model", "spec"))).stem if isinstance(spec, dict) else "spec"
+
+
+def _keep_log_tail(result: RunResult, executed: Executed) -> None:
+    """A failure judged from the arrays (ACCURACY, PLACEMENT, PERFORMANCE) shows its log tail too."""
+    if not result.passed and result.log_tail is None:
+        result.log_tail = log_tail(executed.log_lines)
 
 
 def _names(staged: Staged) -> List[str]:

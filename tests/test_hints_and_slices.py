@@ -53,6 +53,7 @@ def test_a_zeroed_slice_of_a_concatenated_output_fails_while_the_whole_cosine_pa
     [hint] = item["hints"]
     assert "output 'y' holds parts of very different ranges in one int8 tensor" in hint and "'scores'" in hint
     assert "hint: output 'y' holds parts" in result.stdout.str()
+    assert "I RKNN" in item["log_tail"] or "W RKNN" in item["log_tail"]  # an ACCURACY failure shows its log tail too
 
 
 def test_the_single_output_int8_yolo_says_nothing_was_detected_and_names_both_fixes(run_pytest, tmp_path):

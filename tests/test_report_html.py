@@ -404,3 +404,17 @@ def test_charts_colour_each_metric_by_its_own_line_and_an_map_of_zero_is_no_bar(
     [(height, colour)] = re.findall(r'<rect [^>]*height="([0-9.]+)" fill="(#[0-9a-f]+)"><title>', map_svg)
     assert float(height) == 0.0 and colour == report_charts.FAILED_COLOUR
     assert ">0<" in map_svg and "gate" in map_svg and "stroke-dasharray" in map_svg  # from 0, with its line
+
+
+def test_a_detection_failure_lists_its_images_worst_first_with_the_log_tail():
+    detection = {"layout": "heads", "map50": 0.5, "ref_map50": 0.9, "agreement_map50": 0.5, "overlays": [],
+                 "counts": [["a.jpg", 3, 4], ["b.jpg", 0, 7], ["c.jpg", 2, 2], ["d.jpg", 5, 2]]}
+    failed = record("yolo", "2.5.0", outcome="failed", **{"class": "ACCURACY"}, message="mAP", log_tail=LOG_TAIL,
+                    detection=detection, metrics={"map50": 0.5}, outputs=[output("output0", 0.99)])
+    details = report_html.render(document([failed]))
+    details = details[details.index('class="failure"'):]
+    table = details[details.index("worst first"):]
+    assert [table.index(name) for name in ("b.jpg", "d.jpg", "a.jpg")] == sorted(
+        table.index(name) for name in ("b.jpg", "d.jpg", "a.jpg"))  # differences 7, 3, 1
+    assert "c.jpg" not in table.split("</table>")[0]  # the same count: not listed
+    assert '<pre class="log">' in details
