@@ -18,7 +18,8 @@ from .baseline import BaselineStore
 from .items import RECORD_ATTRIBUTE
 from .jobdir import trim
 from .options import get_option
-from .report import summary_table
+from .report import board_lines, summary_table
+from .report_assets import with_copied_assets
 from .report_json import report_document, write_json_report
 from .result import describe_exception, json_safe
 
@@ -76,11 +77,11 @@ class SessionRecords:
         worker = hasattr(session.config, "workerinput")
         if not worker:  # in a pytest-xdist worker the controller writes
             self._write_outputs(session)
-        # After the reports (the HTML report embeds overlays). The pytest-xdist controller trims nothing:
+        # After the reports (they copy the overlays next to them). The pytest-xdist controller trims nothing:
         # each worker trims its own folders (on its own machine, with --tx), and keeps the overlays that
-        # the controller embeds after the workers ended.
+        # the controller copies after the workers ended.
         if not self.keep_outputs and not session.config.pluginmanager.has_plugin("dsession"):
-            overlays = not (worker and self.settings.html_path)
+            overlays = not (worker and (self.settings.html_path or self.settings.json_path))
             self.attempt("job folders NOT trimmed", lambda: self._trim_job_folders(overlays))
 
     def _trim_job_folders(self, overlays: bool) -> None:
@@ -99,7 +100,9 @@ class SessionRecords:
                                   ("HTML report", settings.html_path, _write_html_report)):
             if path is None:
                 continue
-            if self.attempt(f"{what} NOT written to {path}", lambda: write(path, self.document())):
+            # The pictures it names are copied next to it first (REPORT-files/), and it names the copies.
+            if self.attempt(f"{what} NOT written to {path}",
+                            lambda: write(path, with_copied_assets(self.document(), path))):
                 self.written.append(f"{what}: {path}")
             else:
                 self.failed = True
@@ -124,7 +127,7 @@ class SessionRecords:
     def summary_lines(self) -> List[str]:
         """The `rknn summary` table (empty without records)."""
         try:
-            return summary_table(self.records) if self.records else []
+            return summary_table(self.records) + board_lines(self.records) if self.records else []
         except Exception as exc:
             reason, trace = describe_exception(exc)
             self.tracebacks.append(trace)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .comparisons import RELATIVE, worst_per_family
-from .result import RunResult, format_cosine
+from .result import MOVED, RunResult, format_cosine
 
 
 def junit_properties(result: RunResult) -> List[Tuple[str, str]]:
@@ -180,3 +180,28 @@ def summary_table(records: List[Dict]) -> List[str]:
     widths = [max(len(str(row[i])) for row in [header] + body) for i in range(len(header))]
     fmt = lambda row: "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
     return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in body]
+
+
+def board_lines(records: List[Dict]) -> List[str]:
+    """Per board, what ran there: the board items, and how many of them came from a board that did not
+    answer or went away. Nothing for a run on one board where nothing moved."""
+    ran: Dict[str, int] = {}
+    moved: Dict[str, int] = {}
+    for record in records:
+        address = _dict(_dict(record.get("fingerprint")).get("board")).get("address")
+        if record.get("backend") != "board" or not address:
+            continue
+        ran[address] = ran.get(address, 0) + 1
+        if any(str(w).startswith(MOVED) for w in record.get("warnings") or []):
+            moved[address] = moved.get(address, 0) + 1
+    if len(ran) < 2 and not moved:
+        return []
+    lines = []
+    for address in sorted(ran):
+        took_over = f", {moved[address]} of them for a board that did not answer or went away" if address in moved else ""
+        lines.append(f"board {address}: {ran[address]} item{'s' if ran[address] != 1 else ''}{took_over}")
+    return [""] + lines
+
+
+def _dict(value) -> Dict:
+    return value if isinstance(value, dict) else {}

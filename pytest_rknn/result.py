@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 from .errors import ACCURACY, INTERNAL, RknnError
 
 TRACEBACK_SECTION = "rknn traceback"
+MOVED = "ran on board "  # the start of the warning of a board item that another board took over
 
 
 @dataclass

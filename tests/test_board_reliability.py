@@ -4,6 +4,7 @@ simulator; and board options that are wrong before anything runs. Through the re
 test board on loopback (tests/board/testboard.py) and the rknnlite double."""
 
 import re
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -292,3 +293,59 @@ def test_vs_sim_cosine_has_a_default_a_shorthand_per_output_values_and_can_be_sw
     with pytest.raises(SpecError, match=r"checks\.vs_sim_cosine\.outputs\.nope: the model has no output 'nope'"):
         evaluate(spec({"vs_sim_cosine": {"outputs": {"nope": 0.9}}}), board)
 
+
+
+def names_for(boards, wanted_index, count, prefix):
+    """Spec names whose items the pool assigns to boards[wanted_index] first (its order is by crc32)."""
+    import zlib
+
+    found = []
+    for n in range(1000):
+        name = f"{prefix}{n}"
+        if zlib.crc32(f"{name}/2.5.0".encode()) % len(boards) == wanted_index:
+            found.append(name)
+        if len(found) == count:
+            return found
+    raise AssertionError("no such names")
+
+
+def test_items_of_a_board_that_does_not_answer_run_on_the_healthy_one(board_pytest, pytester, own_port, tmp_path):
+    closed = socket.socket()  # bound, never listening: refused, and the port stays ours
+    closed.bind(("127.0.0.1", 0))
+    dead, healthy = f"127.0.0.1:{closed.getsockname()[1]}", f"127.0.0.1:{own_port().port}"
+    moved = names_for([dead, healthy], 0, 2, "m")
+    stayed = names_for([dead, healthy], 1, 1, "s")
+    specs(pytester.path, *moved, *stayed)
+    report = tmp_path / "report.json"
+    try:
+        result, _ = board_pytest(f"--rknn-json={report}", board=f"{dead},{healthy}")
+    finally:
+        closed.close()
+    result.assert_outcomes(passed=6)
+    items = json_items(report)
+    for name in moved + stayed:
+        assert items[name, "board"]["fingerprint"]["board"]["address"] == healthy, name
+    for name in moved:
+        [warning] = [w for w in items[name, "board"]["warnings"] if w.startswith("ran on board")]
+        assert warning.startswith(f"ran on board {healthy} instead: board {dead} did not answer ("), warning
+    assert not any(w.startswith("ran on board") for w in items[stayed[0], "board"]["warnings"])
+    result.stdout.fnmatch_lines([f"board {healthy}: 3 items, 2 of them for a board that did not answer or went away"])
+
+
+def test_a_board_that_goes_away_in_a_job_hands_that_job_and_the_rest_to_the_next_board(
+        board_pytest, pytester, own_port, tmp_path):
+    first, second = own_port(), own_port()
+    boards = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+    doomed, later = names_for(boards, 0, 2, "d")
+    specs(pytester.path, doomed, later)
+    board_pytest.board.set_fault(f"{doomed}.rknn", "power_off")  # the first board's port goes away in this job
+    report = tmp_path / "report.json"
+    result, _ = board_pytest(f"--rknn-json={report}", "--rknn-board-connect-timeout=2", board=",".join(boards))
+    first.power_on()
+    result.assert_outcomes(passed=4)
+    items = json_items(report)
+    warning = next(w for w in items[doomed, "board"]["warnings"] if w.startswith("ran on board"))
+    assert warning.startswith(f"ran on board {boards[1]} instead: board {boards[0]} went away during the job ("), warning
+    assert LOST in warning
+    assert all(items[name, "board"]["fingerprint"]["board"]["address"] == boards[1] for name in (doomed, later))
+    result.stdout.fnmatch_lines([f"board {boards[1]}: 2 items, 2 of them for a board that did not answer or went away"])

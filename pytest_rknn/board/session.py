@@ -9,7 +9,7 @@ import json
 import shlex
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import CRASH, ENV, RknnError, RknnWarning
 from ..logs import last_step, log_tail, read_log, signal_name
@@ -62,6 +62,11 @@ class BoardSession:
     @property
     def where(self) -> str:
         return f"board {self.address}"
+
+    @property
+    def gone(self) -> bool:
+        """It could not be reached, or went away and did not come back: its items fail at once."""
+        return self._error is not None
 
     def start(self) -> BoardInfo:
         """Connect and preflight once; a failure is remembered so every item fails fast with it."""
@@ -205,7 +210,8 @@ def _without(message: str, where: str) -> str:
 
 class BoardPool:
     """The boards of --rknn-board; each (spec, version) goes to one of them, the same one
-    in every process (so pytest-xdist workers agree)."""
+    in every process (so pytest-xdist workers agree). A board that cannot be reached, or that goes
+    away, hands its items to the next board that answers (see start_for)."""
 
     def __init__(self, addresses: List[BoardAddress], make_session):
         self.addresses = addresses
@@ -216,9 +222,38 @@ class BoardPool:
         return bool(self.addresses)
 
     def session_for(self, key: str) -> BoardSession:
+        """The session of the key's own board (not started)."""
+        return self._session(self._order(key)[0])
+
+    def start_for(self, key: str) -> Tuple[BoardSession, List[str]]:
+        """The key's board, started; when it cannot be reached (ENV) or went away, the next board in the
+        key's order that answers, with one line per board passed over. Raises the key's own board's
+        error when none answers."""
+        passed_over, first_error = [], None
+        for address in self._order(key):
+            session = self._session(address)
+            try:
+                session.start()
+            except RknnError as exc:
+                if exc.failure_class != ENV:
+                    raise
+                first_error = first_error or exc
+                passed_over.append(f"board {address} did not answer ({_without(exc.message, session.where)})")
+                continue
+            return session, passed_over
+        if len(self.addresses) > 1:
+            raise RknnError(ENV, f"{first_error.message}; no other board answered either "
+                                 f"({', '.join(str(a) for a in self.addresses)})") from None
+        raise first_error
+
+    def _order(self, key: str) -> List[BoardAddress]:
+        """The boards from the key's own one on, the same in every process."""
         import zlib
 
-        address = self.addresses[zlib.crc32(key.encode()) % len(self.addresses)]
+        first = zlib.crc32(key.encode()) % len(self.addresses)
+        return self.addresses[first:] + self.addresses[:first]
+
+    def _session(self, address: BoardAddress) -> BoardSession:
         if address not in self._sessions:
             self._sessions[address] = self._make_session(address)
         return self._sessions[address]
