@@ -17,6 +17,8 @@ least recently used entries go first, jobs and measurements alike.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -47,6 +49,7 @@ MODELS = "models"  # ROOT/models/SHA256.json: a model's facts (onnx_model.model_
 IMAGES = "images"  # ROOT/images/KEY.npz: decoded image inputs (decoded_images.py)
 MEASUREMENTS = "measurements"  # ROOT/measurements/ab/KEY/: measurement.json and the pictures
 MEASUREMENT = "measurement.json"
+LOCKS = "locks"  # ROOT/locks/KEY.lock: held while a job of that key runs, so concurrent runs run it once
 ENVIRONMENTS = "environments"  # ROOT/environments/NAME.json: a toolkit environment's packages, by signature
 STALE_TEMP_SECONDS = 3600.0  # a temporary folder this old is left from a run that was killed
 NOT_IN_KEY = ("model", "dataset", "rknn_name")  # paths and names: they do not decide the outputs
@@ -268,6 +271,19 @@ class ResultCache:
             return None
         return result
 
+    @contextlib.contextmanager
+    def running(self, key: Optional[str]):
+        """Held while the job of `key` runs: another process (a pytest-xdist worker, a second run on the same
+        cache) that wants the same job waits, then finds it stored. Nothing to hold without a key."""
+        if key is None:
+            yield
+            return
+        folder = self._ensure_root() / LOCKS
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{key}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+            yield
+
     def load_outputs(self, key: Optional[str], job_dir: Path) -> bool:
         """outputs.npz of a hit that load(outputs=False) placed; False (and the job runs again) when the
         entry has gone or is damaged since."""
@@ -424,6 +440,14 @@ class ResultCache:
                 if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
                     _remove(temp)
             except OSError:
+                continue
+        for lock in self.root.glob(f"{LOCKS}/*.lock"):  # one per job ever run: the old ones nobody holds go
+            try:
+                if now - lock.stat().st_mtime > STALE_TEMP_SECONDS:
+                    with open(lock) as handle:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        lock.unlink()
+            except OSError:  # held (BlockingIOError), or gone already
                 continue
         entries = sorted(self.entries())
         total = sum(size for _, size, _ in entries)

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import EXAMPLES, FIXTURES, IMAGES, MODELS, write_spec
+from conftest import EXAMPLES, FIXTURES, IMAGES, MODELS, UV_CACHE, write_spec
 
 from pytest_rknn import decoded_images
 from pytest_rknn.onnx_model import model_info, read_model_info
@@ -314,8 +316,9 @@ def test_a_warm_rerun_hits_every_spec_with_identical_results(run_pytest, tmp_pat
         if old["detection"]:
             assert {k: v for k, v in new["detection"].items() if k not in ("overlays", "seconds")} == \
                 {k: v for k, v in old["detection"].items() if k not in ("overlays", "seconds")}, item
-            pictures = [Path(p) for p in new["detection"]["overlays"]]
-            assert pictures and all(p.is_file() and Path(new["log"]).parent in p.parents for p in pictures), item
+            pictures = [warm_report.parent / p for p in new["detection"]["overlays"]]  # the copies next to the report
+            kept = Path(new["log"]).parent / "overlays"  # the originals, linked from the cache entry
+            assert pictures and all(p.read_bytes() == (kept / p.name).read_bytes() for p in pictures), item
         assert new["fingerprint"]["rknn_sha256"] == old["fingerprint"]["rknn_sha256"], item  # the recorded .rknn
         assert sha256(Path(new["log"]).parent / f"{item[0]}.rknn") == old["fingerprint"]["rknn_sha256"], item
         assert new["timings"]["build"] > 0 and new["timings"]["cache"] < 5, item  # as recorded, plus the look-up
@@ -518,3 +521,22 @@ def test_xdist_workers_racing_for_one_key_leave_one_whole_entry(run_pytest, work
         states.append(cache_states(report))
     assert set(states[0].values()) <= {MISS, HIT} and states[1] == {("twin_a", "sim"): HIT, ("twin_b", "sim"): HIT}
     assert len(entries(cache)) == 1 and not list(cache.glob(".tmp-*")) and not list(cache.glob("??/.trash-*"))
+
+
+def test_two_runs_that_want_the_same_job_at_once_run_it_once(workdir, tmp_path, toolkit_cache, monkeypatch):
+    """Two pytest processes on one cache (as pytest-xdist workers that both need the --rknn-compare-to
+    version's job): the second waits for the first's job and takes it from the cache."""
+    write_spec(workdir, "cnn", "model: cnn.onnx\ninputs: {images: {random: [0, 1], seed: 77}}\n")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, UV_CACHE_DIR=UV_CACHE)
+    runs = []
+    for n in range(2):
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(workdir),
+                   f"--basetemp={tmp_path / f'base{n}'}", f"--rknn-toolkit-cache={toolkit_cache}",
+                   f"--rknn-cache={cache}", f"--rknn-json={tmp_path / f'r{n}.json'}"]
+        runs.append(subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    for run in runs:
+        assert run.wait(timeout=600) == 0, run.stdout.read().decode()[-2000:]
+    states = sorted(json_items(tmp_path / f"r{n}.json")[("cnn", "2.5.0", "sim")]["cache"] for n in range(2))
+    assert states == [HIT, MISS]  # without the lock both start a worker at once: two misses
+    assert len(entries(cache)) == 1

@@ -95,11 +95,14 @@ class SimulatorBackend:
                             recorded.seconds + time.monotonic() - started)
         cached = self.result_cache.load(written.key, written.job_dir, written.rknn_name)
         if cached is None:
-            result = client.run_worker(written.python, written.job_dir, job.spec.timeout or self.timeout,
-                                       f"rknn-toolkit2 {job.version}")
-            self.result_cache.store(written.key, written.job_dir, result)  # a successful job only
-            result["cache"] = MISS if written.key else OFF
-        else:
+            with self.result_cache.running(written.key):
+                cached = self.result_cache.load(written.key, written.job_dir, written.rknn_name)  # stored meanwhile?
+                if cached is None:
+                    result = client.run_worker(written.python, written.job_dir, job.spec.timeout or self.timeout,
+                                               f"rknn-toolkit2 {job.version}")
+                    self.result_cache.store(written.key, written.job_dir, result)  # a successful job only
+                    result["cache"] = MISS if written.key else OFF
+        if cached is not None:
             result = dict(cached, cache=HIT)
         if result["status"] == "SPEC":
             raise SpecError(job.spec.path, result["field"], result["message"])
