@@ -4,11 +4,12 @@ a warm rerun reads them without importing onnx."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import FrozenSet, List, Optional, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Tuple, Union
 
 from .atomic import write_atomic
 
@@ -44,6 +45,7 @@ class ModelInfo:
     outputs: List[TensorInfo]
     ops: Tuple[OpInfo, ...] = ()  # the graph's nodes, for checking `op_target` before a build
     external_data: Tuple[str, ...] = ()  # the external data files the model names, relative to its folder
+    class_names: Optional[Tuple[str, ...]] = None  # from the `names` metadata of an ultralytics export
 
     def input(self, name: str) -> Optional[TensorInfo]:
         return next((t for t in self.inputs if t.name == name), None)
@@ -88,7 +90,28 @@ def read_model_info(path: Path, sha256: Optional[str] = None) -> ModelInfo:
     inputs = [_tensor_info(v) for v in model.graph.input if v.name not in initializers]
     outputs = [_tensor_info(v) for v in model.graph.output]
     ops = tuple(OpInfo(node.name, node.op_type, tuple(node.output)) for node in model.graph.node)
-    return ModelInfo(Path(path), sha256 or file_sha256(Path(path)), inputs, outputs, ops, external_data_files(model))
+    return ModelInfo(Path(path), sha256 or file_sha256(Path(path)), inputs, outputs, ops, external_data_files(model),
+                     metadata_class_names({p.key: p.value for p in model.metadata_props}))
+
+
+MAX_NAMES_TEXT = 1 << 20  # a `names` entry longer than this is not parsed
+
+
+def metadata_class_names(metadata: Dict[str, str]) -> Optional[Tuple[str, ...]]:
+    """Class names by class id from an ONNX model's metadata: ultralytics exports write `names` as a
+    Python literal, "{0: 'person', 1: 'bicycle', ...}" (or a list). Parsed as a literal only, never run;
+    None when there is no such entry or it is not one."""
+    from .detection.labels import class_names_from
+
+    text = metadata.get("names")
+    if not isinstance(text, str) or len(text) > MAX_NAMES_TEXT:
+        return None
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    names = class_names_from(value)
+    return tuple(names) if names is not None else None
 
 
 def external_data_files(model) -> Tuple[str, ...]:
@@ -110,7 +133,7 @@ def external_data_files(model) -> Tuple[str, ...]:
     return tuple(sorted(locations))
 
 
-MODEL_INFO_FORMAT = 1  # bump when ModelInfo's fields change
+MODEL_INFO_FORMAT = 2  # bump when ModelInfo's fields change
 
 
 def model_info(path: Path, folder: Optional[Path]) -> ModelInfo:
@@ -144,4 +167,5 @@ def _from_record(record: dict, path: Path, sha256: str) -> ModelInfo:
 
     return ModelInfo(path, sha256, [tensor(t) for t in record["inputs"]], [tensor(t) for t in record["outputs"]],
                      tuple(OpInfo(o["name"], o["op_type"], tuple(o["outputs"])) for o in record["ops"]),
-                     tuple(record["external_data"]))
+                     tuple(record["external_data"]),
+                     tuple(record["class_names"]) if record["class_names"] is not None else None)

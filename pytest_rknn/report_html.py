@@ -26,8 +26,29 @@ CLASS_COLOURS = {"ACCURACY": "#d1412f", "BUILD": "#8e44ad", "CRASH": "#7b1c1c", 
 IMAGE_TYPES = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
 
 
+THUMBNAIL_WIDTH = 320  # px: a passed item's overlay (two panels side by side) is embedded this wide
+THUMBNAIL_QUALITY = 80  # JPEG
+
+
 def write_html_report(path: Path, document: dict) -> None:
-    write_atomic(path, render(document))
+    """`document`'s overlay paths may be relative to the report's folder (the copies next to it,
+    report_assets): the page embeds them and links them."""
+    write_atomic(path, render(_resolved(document, Path(path).parent)))
+
+
+def _resolved(document: dict, folder: Path) -> dict:
+    """A shallow copy whose relative overlay paths are resolved against `folder`, each with its
+    relative path as `overlay_links` (the link from the page)."""
+    items = []
+    for record in _list(document.get("items")):
+        detection = _dict(record.get("detection")) if isinstance(record, dict) else {}
+        paths = [str(p) for p in _list(detection.get("overlays")) if p]
+        if any(not Path(p).is_absolute() for p in paths):
+            links = [None if Path(p).is_absolute() else p for p in paths]
+            detection = dict(detection, overlays=[str(folder / p) for p in paths], overlay_links=links)
+            record = dict(record, detection=detection)
+        items.append(record)
+    return dict(document, items=items)
 
 
 def render(document: dict) -> str:
@@ -607,21 +628,58 @@ def _slices_cell(slices: dict) -> str:
 
 
 def _overlays(record: dict, detection: dict) -> str:
+    """A failed item's overlays embedded at full size; a passed item's as thumbnails, THUMBNAIL_WIDTH
+    wide. Each links to its copy next to the report when there is one (`overlay_links`)."""
     paths = [p for p in _list(detection.get("overlays")) if p]
     if not paths:
         return ""
+    failed = _failed(record)
+    links = _list(detection.get("overlay_links"))
     figures = []
-    for path in paths:
-        uri = _data_uri(Path(str(path)))
-        caption = f"<figcaption>{_e(Path(str(path)).name)}</figcaption>"
+    for index, path in enumerate(paths):
+        name = Path(str(path)).name
+        uri = _data_uri(Path(str(path))) if failed else _thumbnail_uri(Path(str(path)))
+        link = links[index] if index < len(links) and isinstance(links[index], str) else None
+        caption = f"<figcaption>{_e(name)}</figcaption>"
+        if link is not None:
+            caption = f'<figcaption><a href="{_e(link)}">{_e(name)}</a></figcaption>'
         if uri is None:
             figures.append(f'<figure class="missing"><p>image not found: {_e(path)}</p>{caption}</figure>')
-        else:
-            figures.append(f'<figure><img src="{uri}" alt="{_e(Path(str(path)).name)}">{caption}</figure>')
-    open_attr = " open" if _failed(record) else ""
+            continue
+        image = f'<img src="{uri}" alt="{_e(name)}">'
+        image = f'<a href="{_e(link)}">{image}</a>' if link is not None else image
+        kind = "" if failed else ' class="thumbnail"'
+        figures.append(f'<figure{kind}>{image}{caption}</figure>')
+    open_attr = " open" if failed else ""
+    size = "" if failed else f", thumbnails {THUMBNAIL_WIDTH} px wide"
     return (f'<details class="overlays"{open_attr}><summary>Detection overlays, {_e(_item_label(record))}: '
-            f'onnxruntime | RKNN, {_count(len(paths), "worst image")}</summary>'
+            f'onnxruntime | RKNN, {_count(len(paths), "worst image")}{size}</summary>'
             f'<div class="gallery">{"".join(figures)}</div></details>')
+
+
+def _thumbnail_uri(path: Path) -> Optional[str]:
+    """A data URI of the picture at most THUMBNAIL_WIDTH wide, as a JPEG, or the file itself when that
+    is smaller; None when it cannot be read."""
+    from io import BytesIO
+
+    try:
+        data = path.read_bytes()
+        from PIL import Image
+
+        with Image.open(BytesIO(data)) as opened:
+            image = opened.convert("RGB")
+    except Exception:  # not there, or not a picture PIL reads: embedded as it is, or missing
+        return _data_uri(path)
+    resized = image.width > THUMBNAIL_WIDTH
+    if resized:
+        height = max(1, round(image.height * THUMBNAIL_WIDTH / image.width))
+        image = image.resize((THUMBNAIL_WIDTH, height), Image.LANCZOS)
+    buffer = BytesIO()
+    image.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+    small = buffer.getvalue()
+    if not resized and len(small) >= len(data):
+        return _data_uri(path)
+    return f"data:image/jpeg;base64,{base64.b64encode(small).decode('ascii')}"
 
 
 def _data_uri(path: Path) -> Optional[str]:

@@ -54,23 +54,26 @@ def _pair(value):
 class FileInput(_Strict):
     """`{file: x.npy}` or `{file: data.npz, key: x}`: one sample, or N stacked on a new first axis."""
 
-    file: str
-    key: Optional[str] = None
-    layout: Optional[Layout] = None
-    dtype: Optional[Dtype] = None
+    file: str = Field(description="a `.npy` file, or a `.npz` with `key`; one sample, or N stacked on a new first axis")
+    key: Optional[str] = Field(None, description="the array in a `.npz` (null: the input's name)")
+    layout: Optional[Layout] = Field(None, description="of a 4-D array (null: the model's, NCHW)")
+    dtype: Optional[Dtype] = Field(None, description="cast to this dtype (null: the model input's)")
 
 
 class ImageInput(_Strict):
     """`{images: val/*.jpg, letterbox: 640, color: rgb, layout: nhwc}`: one sample per image."""
 
-    images: Union[str, List[str]]
-    size: Optional[Tuple[int, int]] = None
-    letterbox: Optional[Tuple[int, int]] = None
-    pad: int = Field(114, ge=0, le=255)
-    color: Literal["rgb", "bgr"] = "rgb"
-    layout: Layout = "nhwc"
-    dtype: Literal["uint8", "float32"] = "uint8"
-    limit: Optional[int] = Field(None, ge=1)
+    images: Union[str, List[str]] = Field(description="a glob or a list of globs or files (each glob's matches "
+                                                      "sorted), one sample per image")
+    size: Optional[Tuple[int, int]] = Field(None, description="stretch to `[H, W]` (or `N`); null: the model "
+                                                              "input's size")
+    letterbox: Optional[Tuple[int, int]] = Field(None, description="resize keeping the aspect ratio and pad to "
+                                                                   "`[H, W]` (or `N`); not with `size`")
+    pad: int = Field(114, ge=0, le=255, description="the letterbox's padding value (needs `letterbox`)")
+    color: Literal["rgb", "bgr"] = Field("rgb", description="channel order of the arrays")
+    layout: Layout = Field("nhwc", description="nhwc as an app on the board feeds them, or nchw")
+    dtype: Literal["uint8", "float32"] = Field("uint8", description="uint8 0..255, or float32 of the same values")
+    limit: Optional[int] = Field(None, ge=1, description="use only the first N images (null: all)")
 
     _pairs = field_validator("size", "letterbox", mode="before")(_pair)
 
@@ -78,12 +81,15 @@ class ImageInput(_Strict):
 class RandomInput(_Strict):
     """`{random: [0, 255], seed: 0, count: 2, dtype: float32, shape: [1, 3, 32, 32]}`."""
 
-    random: Tuple[float, float] = (0.0, 1.0)
-    seed: int = 0
-    count: int = Field(1, ge=1)
-    dtype: Optional[Dtype] = None
-    shape: Optional[List[int]] = None
-    layout: Optional[Layout] = None
+    random: Tuple[float, float] = Field((0.0, 1.0), description="uniform `[low, high]` (`random: true` or null: the "
+                                        "default); integer inputs include both ends, and an input left out of `inputs` "
+                                        "gets 0..100 (signed) or 0..255 (unsigned) when it is an integer input")
+    seed: int = Field(0, description="numpy's `default_rng` seed")
+    count: int = Field(1, ge=1, description="samples (per preset shape of a dynamic model)")
+    dtype: Optional[Dtype] = Field(None, description="null: the model input's")
+    shape: Optional[List[int]] = Field(None, description="null: the model input's (needed for a dynamic input "
+                                                         "without presets)")
+    layout: Optional[Layout] = Field(None, description="of a 4-D shape (null: nchw)")
 
     @field_validator("random", mode="before")
     @classmethod
@@ -103,8 +109,13 @@ class QuantizeSpec(_Strict):
     images go through the same preprocessing as the input they feed (size or letterbox, colour,
     layout) and reach the toolkit as arrays; false hands the image files to the toolkit's own loading."""
 
-    dataset: Union[str, List[str], Dict[str, Union[str, List[str]]]]
-    preprocess: bool = True
+    dataset: Union[str, List[str], Dict[str, Union[str, List[str]]]] = Field(
+        description="calibration files: a glob, a list, or one glob/list per input; written as the toolkit's "
+                    "`dataset.txt` with absolute paths")
+    preprocess: bool = Field(True, description="true: the calibration images of an `images:` input get that input's "
+                                               "size or letterbox, colour and layout and reach the toolkit as NCHW "
+                                               "`.npy` arrays; false: the toolkit loads the image files itself "
+                                               "(stretching them to the input size). Other files always go as they are")
 
 
 class ConvertSpec(BaseModel):
@@ -114,15 +125,23 @@ class ConvertSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    mean_values: Optional[List[List[float]]] = None
-    std_values: Optional[List[List[float]]] = None
-    quantize: Union[bool, QuantizeSpec] = False
-    quantized_dtype: Optional[Literal[QUANTIZED_DTYPES]] = None
-    quantized_algorithm: Optional[Literal["normal", "mmse", "kl_divergence", "gdq"]] = None
-    quantized_method: Optional[str] = None  # channel, layer, or group32 ... group256 (2.3.2 and later)
-    optimization_level: Optional[int] = Field(None, ge=0, le=3)
-    op_target: Optional[Dict[str, str]] = None
-    dynamic_input: Optional[List[List[List[int]]]] = None
+    mean_values: Optional[List[List[float]]] = Field(None, description="one list per input, one value per channel "
+                                                                       "(a flat list: the only input); null: none")
+    std_values: Optional[List[List[float]]] = Field(None, description="as `mean_values`; the NPU computes "
+                                                                      "(x - mean) / std")
+    quantize: Union[bool, QuantizeSpec] = Field(False, description="false: a float (fp16) build; "
+                                                                   "`{dataset: ...}`: an int8 build")
+    quantized_dtype: Optional[Literal[QUANTIZED_DTYPES]] = Field(
+        None, description="int8 builds only; null: the toolkit's default")
+    quantized_algorithm: Optional[Literal["normal", "mmse", "kl_divergence", "gdq"]] = Field(
+        None, description="int8 builds only; null: the toolkit's default")
+    quantized_method: Optional[str] = Field(None, description="int8 builds only: channel, layer, or group32 ... "
+                                                              "group256 (2.3.2 and later); null: the toolkit's default")
+    optimization_level: Optional[int] = Field(None, ge=0, le=3, description="null: the toolkit's default")
+    op_target: Optional[Dict[str, str]] = Field(None, description="an op's output tensor or an op type of the model: "
+                                                                  "npu, cpu, gpu or auto")
+    dynamic_input: Optional[List[List[List[int]]]] = Field(None, description="preset shape sets, one shape per "
+                                                                             "input; every preset is run")
 
     @field_validator("mean_values", "std_values", mode="before")
     @classmethod
@@ -151,23 +170,27 @@ class ConvertSpec(BaseModel):
 class SliceCheck(_Strict):
     """A part of one output, checked on its own: `output[..., start:stop, ...]` along `axis`."""
 
-    name: str
-    output: str
-    axis: int = -1
-    start: int = 0
-    stop: Optional[int] = None
-    min: float = Field(0.99, ge=-1.0, le=1.0)
+    name: str = Field(description="the slice's name in messages and the metric `slice_cosine.NAME`")
+    output: str = Field(description="an output of the model")
+    axis: int = Field(-1, description="the axis to slice")
+    start: int = Field(0, description="first index along `axis`")
+    stop: Optional[int] = Field(None, description="index after the last (null: the end of the axis)")
+    min: float = Field(0.99, ge=-1.0, le=1.0, description="lowest worst-sample cosine of the slice")
 
 
 class CosineCheck(_Strict):
-    min: float = Field(0.99, ge=-1.0, le=1.0)
-    outputs: Dict[str, float] = {}
-    slices: List[SliceCheck] = []
+    """The cosine of each output against onnxruntime's, worst sample per output."""
+
+    min: float = Field(0.99, ge=-1.0, le=1.0, description="lowest cosine for every output")
+    outputs: Dict[str, float] = Field({}, description="per output name, instead of `min`")
+    slices: List[SliceCheck] = Field([], description="parts of outputs checked on their own (below)")
 
 
 class MaxAbsCheck(_Strict):
-    max: float = Field(..., ge=0.0)
-    outputs: Dict[str, float] = {}
+    """The largest absolute difference from onnxruntime's output, per output."""
+
+    max: float = Field(..., ge=0.0, description="highest allowed for every output")
+    outputs: Dict[str, float] = Field({}, description="per output name, instead of `max`")
 
 
 def _threshold_shorthand(key):
@@ -181,18 +204,28 @@ class YoloV5Check(_Strict):
     """Judge a YOLOv5 detector by what it detects, against onnxruntime in the same run
     and, with `labels`, against ground truth."""
 
-    layout: Literal["auto", "heads", "single"] = "auto"
-    anchors: Optional[List[List[float]]] = None  # default: YOLOv5's
-    strides: Optional[List[int]] = None  # default: 8, 16, 32
-    conf_threshold: float = Field(0.25, ge=0.0, le=1.0)
-    iou_threshold: float = Field(0.45, ge=0.0, le=1.0)
-    max_detections: int = Field(300, ge=1)
-    count_tolerance: Optional[int] = Field(1, ge=0)  # per image, |n - n_onnxruntime|
-    labels: Optional[str] = None  # a COCO json, or a folder of YOLO txt files
-    map50_ratio: Optional[float] = Field(None, gt=0.0)  # RKNN mAP@0.5 >= ratio * onnxruntime's
-    max_map50_drop: Optional[float] = Field(None, ge=0.0)  # onnxruntime mAP@0.5 - RKNN's <= drop
-    min_agreement_map50: Optional[float] = Field(None, ge=0.0, le=1.0)  # vs onnxruntime's detections
-    overlays: int = Field(3, ge=0)  # pictures of the worst images
+    layout: Literal["auto", "heads", "single"] = Field(
+        "auto", description="heads: three (1, 3*(5+C), H, W) outputs, sigmoid inside (rknn_model_zoo); single: one "
+                            "(1, N, 5+C), Detect inside (ultralytics export); auto: from the outputs' shapes")
+    anchors: Optional[List[List[float]]] = Field(None, description="per head, `[w, h, ...]` (null: YOLOv5's)")
+    strides: Optional[List[int]] = Field(None, description="per head (null: 8, 16, 32)")
+    conf_threshold: float = Field(0.25, ge=0.0, le=1.0, description="lowest score of a detection")
+    iou_threshold: float = Field(0.45, ge=0.0, le=1.0, description="NMS overlap, per class")
+    max_detections: int = Field(300, ge=1, description="per image, after NMS")
+    count_tolerance: Optional[int] = Field(1, ge=0, description="per image, |RKNN detections - onnxruntime's| <= "
+                                                                "this; null switches the count check off")
+    labels: Optional[str] = Field(None, description="ground truth: a COCO json, or a folder of YOLO txt files "
+                                                    "(`<stem>.txt`); null: onnxruntime's detections are the truth")
+    map50_ratio: Optional[float] = Field(None, gt=0.0, description="RKNN mAP@0.5 >= ratio x onnxruntime's "
+                                                                   "(without labels: the agreement mAP); null: "
+                                                                   "not checked")
+    max_map50_drop: Optional[float] = Field(None, ge=0.0, description="onnxruntime's mAP@0.5 - RKNN's <= drop "
+                                                                      "(without labels: 1 - the agreement mAP); "
+                                                                      "null: not checked")
+    min_agreement_map50: Optional[float] = Field(None, ge=0.0, le=1.0,
+                                                 description="mAP@0.5 of RKNN's detections against onnxruntime's "
+                                                             ">= this; null: not checked")
+    overlays: int = Field(3, ge=0, description="side-by-side pictures of the worst images (0: none)")
 
 
 class VsSimCosineCheck(_Strict):
@@ -200,33 +233,44 @@ class VsSimCosineCheck(_Strict):
     (a healthy board agrees to 0.99995 or better). A board with noise at 5% of an output's spread
     scores 0.9985-0.9995, which the conversion's looser `cosine` gate lets through."""
 
-    min: float = Field(0.9999, ge=-1.0, le=1.0)
-    outputs: Dict[str, float] = {}
+    min: float = Field(0.9999, ge=-1.0, le=1.0, description="lowest board-vs-simulator cosine for every output")
+    outputs: Dict[str, float] = Field({}, description="per output name, instead of `min`")
 
 
 class PlacementCheck(_Strict):
     """Where the build puts its layers (simulator items, from the toolkit's layer table): at most
     `cpu_ops` layers on the CPU, not counting layers whose op type is in `allow_cpu`."""
 
-    cpu_ops: int = Field(0, ge=0)
-    allow_cpu: List[str] = []
+    cpu_ops: int = Field(0, ge=0, description="most layers allowed on the CPU")
+    allow_cpu: List[str] = Field([], description="op types that may run on the CPU, not counted")
 
 
 class LatencyCheck(_Strict):
     """Board items: inference() timed on the board, after one warm-up run; `runs` timed runs in all
     (the samples, then again from the first), `max_ms` the highest median allowed (null: none)."""
 
-    max_ms: Optional[float] = Field(None, gt=0.0)
-    runs: int = Field(10, ge=1, le=10000)
+    max_ms: Optional[float] = Field(None, gt=0.0, description="highest median inference() time in ms "
+                                                              "(PERFORMANCE); null: measured, not checked")
+    runs: int = Field(10, ge=1, le=10000, description="timed runs after one warm-up: the samples, then again "
+                                                      "from the first")
 
 
 class ChecksSpec(_Strict):
-    cosine: CosineCheck = CosineCheck()
-    vs_sim_cosine: Optional[VsSimCosineCheck] = VsSimCosineCheck()  # null: not checked
-    max_abs: Optional[MaxAbsCheck] = None
-    yolov5: Optional[YoloV5Check] = None
-    placement: Optional[PlacementCheck] = None  # null: reported, not checked
-    latency: LatencyCheck = LatencyCheck()
+    """What an item must meet."""
+
+    cosine: CosineCheck = Field(CosineCheck(), description="against onnxruntime; `cosine: 0.99` is short for "
+                                                           "`{min: 0.99}`")
+    vs_sim_cosine: Optional[VsSimCosineCheck] = Field(VsSimCosineCheck(),
+                                                      description="board items against the simulator; "
+                                                                  "`vs_sim_cosine: 0.9999` is short for "
+                                                                  "`{min: 0.9999}`; null: not checked")
+    max_abs: Optional[MaxAbsCheck] = Field(None, description="`max_abs: 0.5` is short for `{max: 0.5}`; "
+                                                             "null: not checked")
+    yolov5: Optional[YoloV5Check] = Field(None, description="detections of a YOLOv5 detector; null: not checked")
+    placement: Optional[PlacementCheck] = Field(None, description="`placement: 0` is short for `{cpu_ops: 0}`; "
+                                                                  "null: the CPU layers are reported, not checked")
+    latency: LatencyCheck = Field(LatencyCheck(), description="board items; `latency: 20` is short for "
+                                                              "`{max_ms: 20}`")
 
     _cos = field_validator("cosine", mode="before")(_threshold_shorthand("min"))
     _vs_sim = field_validator("vs_sim_cosine", mode="before")(_threshold_shorthand("min"))
@@ -236,9 +280,11 @@ class ChecksSpec(_Strict):
 
 
 class ReferenceSpec(_Strict):
-    # The NPU applies convert.mean_values/std_values to its input; the ONNX model
-    # gets the same normalisation unless the model normalises its input itself.
-    apply_mean_std: bool = True
+    """The NPU applies convert.mean_values/std_values to its input; the ONNX model
+    gets the same normalisation unless the model normalises its input itself."""
+
+    apply_mean_std: bool = Field(True, description="give onnxruntime `(x - mean) / std` of convert.mean_values/"
+                                                   "std_values; false when the model normalises its input itself")
 
 
 class _AllowedWorsening(_Strict):
@@ -247,16 +293,21 @@ class _AllowedWorsening(_Strict):
     this fraction (0.05: 5% more). `null` leaves a metric out; max_abs is left out by default
     because its scale depends on the output."""
 
-    cosine: Optional[float] = Field(None, ge=0.0)
-    vs_sim_cosine: Optional[float] = Field(None, ge=0.0)  # board items: the board against the simulator
-    max_abs: Optional[float] = Field(None, ge=0.0)
-    map50: Optional[float] = Field(None, ge=0.0)
-    map: Optional[float] = Field(None, ge=0.0)
-    agreement_map50: Optional[float] = Field(None, ge=0.0)
-    cpu_ops: Optional[int] = Field(0, ge=0)  # layers on the CPU (simulator items)
-    cycles: Optional[float] = Field(0.05, ge=0.0)  # the toolkit's estimated total cycles, relative
-    memory: Optional[float] = Field(0.10, ge=0.0)  # internal and weight memory and the .rknn size, each, relative
-    latency: Optional[float] = Field(0.25, ge=0.0)  # board items: the median inference time, relative
+    cosine: Optional[float] = Field(None, ge=0.0, description="drop of the worst cosine per output")
+    vs_sim_cosine: Optional[float] = Field(None, ge=0.0,
+                                           description="board items: drop of the board-vs-simulator cosine")
+    max_abs: Optional[float] = Field(None, ge=0.0, description="growth of the max abs error (its scale is the "
+                                                               "output's, so not compared by default)")
+    map50: Optional[float] = Field(None, ge=0.0, description="drop of mAP@0.5 against the labels")
+    map: Optional[float] = Field(None, ge=0.0, description="drop of mAP@0.5:0.95 against the labels")
+    agreement_map50: Optional[float] = Field(None, ge=0.0, description="drop of mAP@0.5 against onnxruntime's "
+                                                                       "detections")
+    cpu_ops: Optional[int] = Field(0, ge=0, description="growth of the layers on the CPU (simulator items)")
+    cycles: Optional[float] = Field(0.05, ge=0.0, description="relative growth of the toolkit's estimated total cycles")
+    memory: Optional[float] = Field(0.10, ge=0.0, description="relative growth of internal memory, weight memory "
+                                                              "and the .rknn size, each")
+    latency: Optional[float] = Field(0.25, ge=0.0, description="board items: relative growth of the median "
+                                                               "inference() time")
 
     def allowed(self) -> Dict[str, float]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -283,16 +334,21 @@ class UpgradeGate(_AllowedWorsening):
 
 
 class SpecModel(_Strict):
-    model: str
-    target: str = DEFAULT_TARGET
-    inputs: Dict[str, Dict[str, Any]] = {}
-    convert: ConvertSpec = ConvertSpec()
-    checks: ChecksSpec = ChecksSpec()
-    reference: ReferenceSpec = ReferenceSpec()
-    gate: UpgradeGate = UpgradeGate()
-    baseline_gate: BaselineGate = BaselineGate()
-    timeout: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    versions: Dict[str, Dict[str, Any]] = {}
+    model: str = Field(description="the ONNX model, relative to the spec file")
+    target: str = Field(DEFAULT_TARGET, description="rknn.config's target_platform, in any case")
+    inputs: Dict[str, Dict[str, Any]] = Field({}, description="per model input, one source: `file`, `images` or "
+                                                              "`random` (below); an input left out gets `random` "
+                                                              "with its defaults")
+    convert: ConvertSpec = Field(ConvertSpec(), description="rknn.config arguments, plus `quantize`")
+    checks: ChecksSpec = Field(ChecksSpec(), description="what an item must meet")
+    reference: ReferenceSpec = Field(ReferenceSpec(), description="how onnxruntime's reference is fed")
+    gate: UpgradeGate = Field(UpgradeGate(), description="allowed worsening against `--rknn-compare-to`'s version")
+    baseline_gate: BaselineGate = Field(BaselineGate(), description="allowed worsening against `--rknn-baseline`")
+    timeout: Optional[float] = Field(None, gt=0, allow_inf_nan=False,
+                                     description="seconds for this spec's build+simulate job (null: "
+                                                 "`--rknn-timeout`, 600 by default)")
+    versions: Dict[str, Dict[str, Any]] = Field({}, description='per toolkit version in quotes ("2.5.0"), '
+                                                                'overrides of any key above, merged deeply')
 
 
 # ---------------------------------------------------------------- the loaded spec

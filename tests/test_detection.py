@@ -4,6 +4,7 @@ checked against hand-made cases, against `inputs._letterbox` and against pycocot
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +12,17 @@ from PIL import Image, ImageDraw
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from conftest import FIXTURES
 from pytest_rknn.detection.check import DetectionMetrics, detection_failures
 from pytest_rknn.detection.geometry import letterbox_params, to_original
 from pytest_rknn.detection.labels import load_ground_truth
 from pytest_rknn.detection.metrics import agreement_map, coco_map, count_differences
 from pytest_rknn.detection.nms import box_iou, non_max_suppression
-from pytest_rknn.detection.overlay import GAP, TITLE_HEIGHT, class_colour, draw_side_by_side
+from pytest_rknn.detection.check import setup as detection_setup
+from pytest_rknn.detection.overlay import GAP, TITLE_HEIGHT, class_colour, draw_side_by_side, place_label
+from pytest_rknn.inputs import prepare_inputs
+from pytest_rknn.onnx_model import metadata_class_names, model_info, read_model_info
+from pytest_rknn.spec import spec_from_dict
 from pytest_rknn.detection.yolov5 import (DEFAULT_ANCHORS, DEFAULT_STRIDES, decode, detect_layout, num_classes,
                                           split_slices)
 from pytest_rknn.inputs import _letterbox
@@ -287,6 +293,110 @@ def test_coco_json_and_yolo_txt_of_the_same_boxes_load_the_same(tmp_path, images
         assert [c for *_, c in yolo.boxes[name]] == [c for *_, c in expected]
         np.testing.assert_allclose([b[:4] for b in yolo.boxes[name]], [b[:4] for b in expected] or np.zeros((0,)),
                                    atol=1e-6)
+
+
+def test_class_names_from_classes_txt_else_data_yaml_and_a_coco_json_without_names_has_none(tmp_path, images):
+    folder = write_yolo(tmp_path / "labels")
+    (folder / "data.yaml").write_text("path: .\nnames: {0: triangle, 1: square, 2: circle, 3: star}\n")
+    assert load_ground_truth(folder, images).class_names == NAMES  # classes.txt first
+    (folder / "classes.txt").unlink()
+    assert load_ground_truth(folder, images).class_names == NAMES + ["star"]  # ultralytics' mapping
+    (folder / "data.yaml").write_text("names: [triangle, square]\n")  # a list; and it bounds the class ids
+    with pytest.raises(ValueError, match=r"class 2 but data.yaml names only 2 classes"):
+        load_ground_truth(folder, images)
+    (folder / "data.yaml").write_text("nc: 3\n")
+    with pytest.raises(ValueError, match=r"data.yaml: needs `names`"):
+        load_ground_truth(folder, images)
+    unnamed = json.loads(write_coco(tmp_path / "labels.json").read_text())
+    for category in unnamed["categories"]:
+        del category["name"]
+    (tmp_path / "unnamed.json").write_text(json.dumps(unnamed))
+    assert load_ground_truth(tmp_path / "unnamed.json", images).class_names is None  # the model's metadata may
+
+
+def test_class_names_from_an_ultralytics_export_metadata_are_parsed_never_run(tmp_path):
+    assert metadata_class_names({"names": "{0: 'person', 1: 'bicycle', 2: 'car'}"}) == ("person", "bicycle", "car")
+    assert metadata_class_names({"names": "['a', 'b']"}) == ("a", "b")
+    assert metadata_class_names({"names": "{0: 'a', 2: 'c'}"}) == ("a", "1", "c")  # a gap keeps its number
+    marker = tmp_path / "ran"
+    for text in (f"__import__('pathlib').Path({str(marker)!r}).touch()", "{0: 'a'", "42", "{}", "{'a': 'b'}"):
+        assert metadata_class_names({"names": text}) is None, text
+    assert not marker.exists()
+    assert metadata_class_names({"stride": "32"}) is None
+
+    import onnx
+
+    model = onnx.load(str(FIXTURES / "yolo" / "yolov5_single.onnx"))
+    onnx.helper.set_model_props(model, {"names": "{0: 'circle', 1: 'square', 2: 'triangle', 3: 'cross'}"})
+    onnx.save(model, str(tmp_path / "named.onnx"))
+    names = ("circle", "square", "triangle", "cross")
+    assert read_model_info(tmp_path / "named.onnx").class_names == names
+    kept = tmp_path / "kept"
+    assert model_info(tmp_path / "named.onnx", kept).class_names == names
+    assert model_info(tmp_path / "named.onnx", kept).class_names == names  # from the kept record
+    assert read_model_info(FIXTURES / "yolo" / "yolov5_single.onnx").class_names is None
+
+
+def test_overlays_name_the_classes_from_the_labels_else_the_model_metadata_else_the_number(tmp_path, monkeypatch):
+    import onnx
+
+    model = onnx.load(str(FIXTURES / "yolo" / "yolov5_single.onnx"))
+    onnx.helper.set_model_props(model, {"names": "{0: 'ring', 1: 'box', 2: 'wedge', 3: 'plus'}"})
+    onnx.save(model, str(tmp_path / "named.onnx"))
+    images = str(FIXTURES / "yolo" / "val" / "images" / "val_00[01].jpg")
+
+    def class_names(model_file, labels):
+        yolov5 = {"labels": labels} if labels else {}
+        spec = spec_from_dict({"model": str(model_file), "inputs": {"images": {"images": images, "letterbox": 160}},
+                               "checks": {"yolov5": yolov5}}, path=tmp_path / "s.rknn.yaml", base_dir=tmp_path)
+        info = read_model_info(spec.model_path)
+        inputs = prepare_inputs(spec, info)
+        return detection_setup(spec, info, inputs, [tuple(t.shape) for t in info.outputs]).class_names
+
+    labels = str(FIXTURES / "yolo" / "val" / "labels.json")
+    assert class_names(tmp_path / "named.onnx", labels) == ["circle", "square", "triangle", "cross"]  # the labels'
+    assert class_names(tmp_path / "named.onnx", None) == ["ring", "box", "wedge", "plus"]  # the model's
+    assert class_names(FIXTURES / "yolo" / "yolov5_single.onnx", None) is None
+
+    texts = []
+    original = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", lambda self, xy, text, *a, **k: (texts.append(text),
+                                                                                      original(self, xy, text, *a, **k)))
+    Image.new("RGB", (100, 80), (90, 90, 90)).save(tmp_path / "photo.png")
+    boxes = np.array([[10, 30, 50, 70, 0.91, 1], [60, 30, 90, 70, 0.4, 7]])
+    draw_side_by_side(tmp_path / "photo.png", boxes, boxes[:1], tmp_path / "out.png", class_names=["a", "bowl"])
+    assert texts == ["onnxruntime", "bowl 0.91", "7 0.40", "RKNN", "bowl 0.91"]  # a class it does not name: its number
+
+
+def test_labels_of_crowded_boxes_do_not_cover_each_other(tmp_path):
+    panel = (0, 0, 200, 100)
+    first = place_label((20, 40, 80, 90), (30, 12), panel, [])
+    assert first == (20, 28, 50, 40)  # above its box
+    second = place_label((22, 42, 80, 90), (30, 12), panel, [first])
+    assert second == (22, 42, 52, 54)  # above would cover the first: inside the top of its box
+    third = place_label((21, 41, 80, 60), (30, 12), panel, [first, second])
+    assert third == (21, 61, 51, 73)  # below its box
+    assert place_label((0, 0, 50, 50), (30, 12), panel, [])[1] == 0  # at the top edge: kept in the panel
+    assert place_label((190, 20, 199, 30), (30, 12), panel, [])[0] == 170  # at the right edge too
+
+    # Drawn: five boxes of one place get five labels apart (where the old drawing stacked them at one spot).
+    Image.new("RGB", (120, 120), (90, 90, 90)).save(tmp_path / "photo.png")
+    boxes = np.array([[30, 40 + k, 100, 110, 0.9 - 0.1 * k, k] for k in range(4)])
+    spots = []
+    import pytest_rknn.detection.overlay as overlay
+
+    original = overlay.place_label
+
+    def spy(*args):
+        spots.append(original(*args))
+        return spots[-1]
+
+    overlay.place_label = spy
+    try:
+        draw_side_by_side(tmp_path / "photo.png", boxes, None, tmp_path / "out.png")
+    finally:
+        overlay.place_label = original
+    assert len(spots) == 4 and all(overlay._overlap(a, b) == 0 for i, a in enumerate(spots) for b in spots[i + 1:])
 
 
 def test_a_yolo_image_without_a_label_file_has_no_objects_but_a_folder_without_any_is_an_error(tmp_path, images):

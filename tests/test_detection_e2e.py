@@ -68,7 +68,11 @@ def test_detection_gates_with_and_without_labels_and_what_the_reports_say(run_py
     assert re.search(rf"^\[ACCURACY\] single_int8\[2\.5\.0-sim\]: {re.escape(count_line)} \(and 2 more\)$", out, re.M)
     # Pictures of the worst images are left for a person to look at.
     overlays = sorted((job_dirs(basetemp, "single_int8")["2.5.0"] / "overlays").glob("*.png"))
-    assert len(overlays) == 3 and [str(p) for p in overlays] == sorted(d["overlays"])
+    # The report names copies next to it (report-files/), relative to its folder: they outlive basetemp.
+    copies = [report.parent / p for p in d["overlays"]]
+    assert len(overlays) == 3 and sorted(p.name for p in copies) == [p.name for p in overlays]
+    assert all(p.parent == tmp_path / "report-files" / "single_int8" / "2.5.0-sim" for p in copies)
+    assert [p.read_bytes() for p in sorted(copies)] == [p.read_bytes() for p in overlays]
 
     # fp16 with labels: onnxruntime's detections, so its mAP, within the ratio and the drop.
     fp16 = items["heads_fp16"]["detection"]

@@ -2,14 +2,17 @@
 browser renders it."""
 
 import base64
+import io
 import re
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import render_in_chromium
+from conftest import FIXTURES, render_in_chromium
 from pytest_rknn import report_charts, report_html
+from pytest_rknn.report_assets import with_copied_assets
 from pytest_rknn.report_html import write_html_report
 
 WINDOW = (1280, 2400)
@@ -418,3 +421,100 @@ def test_a_detection_failure_lists_its_images_worst_first_with_the_log_tail():
         table.index(name) for name in ("b.jpg", "d.jpg", "a.jpg"))  # differences 7, 3, 1
     assert "c.jpg" not in table.split("</table>")[0]  # the same count: not listed
     assert '<pre class="log">' in details
+
+
+# ---------------------------------------------------------------- overlays: thumbnails, copies, page size
+
+
+def photo_like(path, seed, size=(1288, 504)):
+    """A picture that compresses about as badly as a photo: the overlay of a 640x480 image is 1288x504."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8))
+    pixels = np.asarray(coarse.resize(size, Image.BICUBIC), dtype=np.float64) + rng.normal(0, 6, (size[1], size[0], 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def detector_item(spec, version, overlays, failed=False):
+    detection = {"layout": "single", "map50": 0.5, "ref_map50": 0.6, "agreement_map50": 0.8,
+                 "counts": [["a.jpg", 3, 4]], "overlays": [str(p) for p in overlays]}
+    extra = {"outcome": "failed", "class": "ACCURACY", "failures": ["mAP"]} if failed else {}
+    return record(spec, version, detection=detection, metrics={"map50": 0.5}, outputs=[output("o", 0.99)], **extra)
+
+
+def embedded_images(text):
+    return [(kind, base64.b64decode(data))
+            for kind, data in re.findall(r'src="data:image/(\w+);base64,([A-Za-z0-9+/=]+)"', text)]
+
+
+def test_a_failed_items_overlays_are_embedded_whole_and_a_passed_items_as_thumbnails(tmp_path):
+    big = [photo_like(tmp_path / f"{k}.png", k) for k in range(2)]
+    text = report_html.render(document([detector_item("yolo", "2.3.2", big, failed=True),
+                                        detector_item("yolo", "2.5.0", big)]))
+    images = embedded_images(text)
+    assert [kind for kind, _ in images] == ["png", "png", "jpeg", "jpeg"]  # the failed item (2.3.2) first
+    assert [data for _, data in images[:2]] == [p.read_bytes() for p in big]
+    for _, data in images[2:]:
+        with Image.open(io.BytesIO(data)) as thumbnail:
+            assert thumbnail.size == (report_html.THUMBNAIL_WIDTH, round(504 * report_html.THUMBNAIL_WIDTH / 1288))
+        assert len(data) < 40_000
+    assert text.count('<figure class="thumbnail">') == 2 and "thumbnails 320 px wide" in text
+
+
+def test_overlays_are_copied_next_to_the_reports_which_name_the_copies(tmp_path):
+    """REPORT-files/ outlives basetemp: the JSON report names the copies relative to its folder, the
+    page embeds them and links them; a second run's folder replaces the first's whole."""
+    job = tmp_path / "basetemp" / "rknn" / "yolo-1234" / "2.5.0" / "overlays"
+    job.mkdir(parents=True)
+    pictures = [photo_like(job / f"0{k}_val_00{k}.png", k, (200, 90)) for k in range(2)]
+    doc = document([detector_item("yolo", "2.3.2", pictures, failed=True), detector_item("yolo", "2.5.0", pictures),
+                    record("cnn", "2.5.0")])
+    out = tmp_path / "out"
+    html_doc, json_doc = with_copied_assets(doc, out / "r.html"), with_copied_assets(doc, out / "r.json")
+    assert doc["items"][0]["detection"]["overlays"] == [str(p) for p in pictures]  # the document is left alone
+    names = json_doc["items"][0]["detection"]["overlays"]
+    assert names == ["r-files/yolo/2.3.2-sim/00_val_000.png", "r-files/yolo/2.3.2-sim/01_val_001.png"]
+    assert json_doc["items"][1]["detection"]["overlays"] == names  # one picture named twice: one copy
+    assert [(out / n).read_bytes() for n in names] == [p.read_bytes() for p in pictures]
+    write_html_report(out / "r.html", html_doc)
+    for picture in pictures:  # basetemp pruned
+        picture.unlink()
+    text = (out / "r.html").read_text()
+    assert [data for kind, data in embedded_images(text)[:2]] == [(out / n).read_bytes() for n in names]
+    assert 'href="r-files/yolo/2.3.2-sim/01_val_001.png"' in text and "image not found" not in text
+    assert not any(p.name.endswith(".tmp") or p.name.endswith(".old") for p in out.iterdir())
+    # A later run with other pictures: only its own files in the folder; without pictures, no folder.
+    with_copied_assets(document([detector_item("yolo", "2.5.0", [photo_like(tmp_path / "new.png", 5, (50, 20))])]),
+                       out / "r.json")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["r-files/yolo/2.5.0-sim/new.png"]
+    assert with_copied_assets(document([record("cnn", "2.5.0")]), out / "r.json")["items"][0]["detection"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["r.html"]
+
+
+def test_report_sizes_with_two_versions(tmp_path):
+    """The example suite with two versions, as recorded: 14 items, 4 of them detectors with three real
+    fixture overlays each, all passed: under 250 KB (measured 213 KB; the real run's page: 273 KB, was
+    715 KB with every overlay whole). A real-sized YOLO report, 12 items with three 1288x504 overlays
+    each (1.4 MB PNGs, about a photo's): all passed, under 1.5 MB (measured 1.06 MB; every one whole:
+    66 MB); with one failed item, that plus its three whole PNGs (measured 6.4 MB)."""
+    from pytest_rknn.detection.overlay import draw_side_by_side
+
+    val = FIXTURES / "yolo" / "val" / "images"
+    boxes = np.array([[20, 30, 90, 100, 0.87, 1], [40, 20, 120, 110, 0.55, 2], [10, 10, 60, 60, 0.31, 0]])
+    items = [record(spec, version) for spec in ("avgpool", "cnn", "cnn_int8", "dynamic", "two_input")
+             for version in ("2.3.2", "2.5.0")]
+    for spec in ("yolov5_heads_int8", "yolov5_single"):
+        for version in ("2.3.2", "2.5.0"):
+            overlays = [draw_side_by_side(val / f"val_00{k}.jpg", boxes, boxes[:2], tmp_path / spec / version /
+                                          f"0{k}.png", class_names=["circle", "square", "triangle"]) for k in range(3)]
+            items.append(detector_item(spec, version, overlays))
+    small = len(report_html.render(document(items)).encode())
+    assert small < 250_000, small
+
+    photos = [photo_like(tmp_path / f"photo{k}.png", k) for k in range(3)]
+    real = [detector_item(f"s{n // 2}", ("2.3.2", "2.5.0")[n % 2], photos) for n in range(12)]
+    passed = len(report_html.render(document(real)).encode())
+    assert passed < 1_500_000, passed
+    real[0] = detector_item("s0", "2.3.2", photos, failed=True)
+    whole = sum(len(base64.b64encode(p.read_bytes())) for p in photos)
+    assert len(report_html.render(document(real)).encode()) < passed + whole

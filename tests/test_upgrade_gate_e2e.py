@@ -157,12 +157,13 @@ def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest
     # Per spec: cosine per output and mAP@0.5, per version; then the profile's cycles, memory, .rknn size
     # and CPU layers (the single-output YOLO runs a Reshape on the CPU), per version.
     assert html.count("<svg") == 2 * (2 + 4)
-    assert html.count("data:image/png;base64,") == 4 * 3  # the three worst images of each item, embedded
+    # The three worst images of each item, embedded: the failed item's at full size, the others as thumbnails.
+    assert html.count("data:image/png;base64,") == 3 and html.count("data:image/jpeg;base64,") == 3 * 3
     assert gate_line("this run", "map50", deltas["map50"], STRICT_MAP50) in html and "model sha256" in html
     # The failed item's overlays are open, so a browser shows them: find their pixels in a screenshot.
     window = (1280, 6000)
     screen = np.asarray(Image.open(render_in_chromium(page, tmp_path, window)).convert("RGB"))
-    overlay = np.asarray(Image.open(strict["detection"]["overlays"][0]).convert("RGB"))
+    overlay = np.asarray(Image.open(report.parent / strict["detection"]["overlays"][0]).convert("RGB"))
     assert shows(screen, overlay[overlay.shape[0] // 2])
 
     table = subprocess.run([sys.executable, "-c", readme_script(), str(report)], capture_output=True, text=True,

@@ -54,7 +54,7 @@ class DetectionSetup:
     letterboxed: bool
     image_paths: List[str]
     ground_truth: Optional[dict]
-    class_names: Optional[List[str]]
+    class_names: Optional[List[str]]  # the labels', else the model metadata's; None: overlays show class ids
     num_classes: int
     reference_map: Optional[Tuple[float, float]] = None  # onnxruntime's mAP@0.5, @0.5:0.95 against the labels
 
@@ -84,6 +84,8 @@ def setup(spec: Spec, model, inputs, output_shapes) -> DetectionSetup:
             ground_truth, class_names = load_ground_truth(labels_path, inputs.image_paths, num_classes)
         except ValueError as exc:
             raise SpecError(spec.path, f"{field_name}.labels", str(exc)) from None
+    if class_names is None and getattr(model, "class_names", None):  # an ultralytics export's `names` metadata
+        class_names = list(model.class_names)
     return DetectionSetup(check, layout, input_hw, bool(source.letterbox), list(inputs.image_paths), ground_truth,
                           class_names, num_classes)
 

@@ -16,6 +16,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 Box = Tuple[float, float, float, float, int]
 
 YOLO_CLASS_NAMES_FILE = "classes.txt"
+YOLO_DATA_FILE = "data.yaml"  # ultralytics' dataset file; its `names` name the classes
 
 
 class GroundTruth(NamedTuple):
@@ -90,7 +91,8 @@ def _load_coco(path: Path, image_names: List[str], num_classes: Optional[int]) -
         x, y, w, h = (float(v) for v in bbox)
         boxes_by_image_id[annotation["image_id"]].append((x, y, x + w, y + h, class_id))
     boxes = {name: boxes_by_image_id.get(image_id, []) for name, image_id in image_id_of.items()}
-    return GroundTruth(boxes, [names_by_id[category_id] for category_id in category_ids])
+    named = any("name" in category for category in categories)  # else the model's metadata may name them
+    return GroundTruth(boxes, [names_by_id[category_id] for category_id in category_ids] if named else None)
 
 
 def _load_yolo(folder: Path, image_files: List[Path], num_classes: Optional[int]) -> GroundTruth:
@@ -116,10 +118,35 @@ def _load_yolo(folder: Path, image_files: List[Path], num_classes: Optional[int]
 
 
 def _yolo_class_names(folder: Path) -> Optional[List[str]]:
+    """From the folder's classes.txt (a name per line), else its data.yaml's `names` (a list, or a
+    mapping from class id to name, as ultralytics writes it); None without either."""
     names_file = folder / YOLO_CLASS_NAMES_FILE
-    if not names_file.is_file():
+    if names_file.is_file():
+        return [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    data_file = folder / YOLO_DATA_FILE
+    if not data_file.is_file():
         return None
-    return [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    import yaml
+
+    try:
+        data = yaml.safe_load(data_file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{data_file}: cannot read as YAML: {exc}") from None
+    names = class_names_from(data.get("names") if isinstance(data, dict) else None)
+    if names is None:
+        raise ValueError(f"{data_file}: needs `names`, a list of class names or a mapping from class id to name")
+    return names
+
+
+def class_names_from(value) -> Optional[List[str]]:
+    """Class names by class id from a list, or from a mapping {id: name} with ids 0..C-1 (an id left out
+    keeps its number as its name); None for anything else."""
+    if isinstance(value, (list, tuple)) and value:
+        return [str(name) for name in value]
+    if isinstance(value, dict) and value and all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < 100_000
+                                                 for k in value):
+        return [str(value.get(i, i)) for i in range(max(value) + 1)]
+    return None
 
 
 def _read_yolo_file(label: Path, width: int, height: int, class_names: Optional[List[str]],
@@ -141,8 +168,8 @@ def _read_yolo_file(label: Path, width: int, height: int, class_names: Optional[
             raise ValueError(f"{where}: class must be a whole number >= 0, got {fields[0]!r}")
         class_id = int(class_value)
         if class_names is not None and class_id >= len(class_names):
-            raise ValueError(f"{where}: class {class_id} but {YOLO_CLASS_NAMES_FILE} names only "
-                             f"{len(class_names)} classes")
+            source = YOLO_CLASS_NAMES_FILE if (label.parent / YOLO_CLASS_NAMES_FILE).is_file() else YOLO_DATA_FILE
+            raise ValueError(f"{where}: class {class_id} but {source} names only {len(class_names)} classes")
         if num_classes is not None and class_id >= num_classes:
             raise ValueError(f"{where}: class {class_id}, but the model has {num_classes} classes "
                              f"(0..{num_classes - 1})")
