@@ -4,7 +4,6 @@ checked against hand-made cases, against `inputs._letterbox` and against pycocot
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
