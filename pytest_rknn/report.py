@@ -188,7 +188,7 @@ def board_lines(records: List[Dict]) -> List[str]:
     ran: Dict[str, int] = {}
     moved: Dict[str, int] = {}
     for record in records:
-        address = _dict(_dict(record.get("fingerprint")).get("board")).get("address")
+        address = as_dict(as_dict(record.get("fingerprint")).get("board")).get("address")
         if record.get("backend") != "board" or not address:
             continue
         ran[address] = ran.get(address, 0) + 1
@@ -203,5 +203,6 @@ def board_lines(records: List[Dict]) -> List[str]:
     return [""] + lines
 
 
-def _dict(value) -> Dict:
+def as_dict(value) -> Dict:
+    """`value` when it is a dict, else an empty one (records read from JSON may hold anything)."""
     return value if isinstance(value, dict) else {}

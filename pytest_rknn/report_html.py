@@ -18,6 +18,7 @@ from . import report_charts as charts
 from .atomic import write_atomic
 from .comparisons import worst_per_family
 from .report import FAMILY_LABELS, delta_text, spec_key, spec_titles
+from .report import as_dict as _dict
 from .result import format_cosine
 
 CLASS_COLOURS = {"ACCURACY": "#d1412f", "BUILD": "#8e44ad", "CRASH": "#7b1c1c", "TIMEOUT": "#b35c00",
@@ -138,10 +139,6 @@ def _class_of(record: dict) -> str:
 def _badge(text: str) -> str:
     colour = "#2e8b57" if text == "passed" else CLASS_COLOURS.get(text, "#c0392b")
     return f'<span class="badge" style="background:{colour}">{_e(text)}</span>'
-
-
-def _dict(value) -> dict:
-    return value if isinstance(value, dict) else {}
 
 
 def _list(value) -> list:
