@@ -69,17 +69,17 @@ def compare_metrics(current: Dict[str, float], reference: Dict[str, float], allo
                     label: str, gate_key: str) -> Tuple[Dict[str, dict], List[str]]:
     """Per metric both values and the delta; a failure line per metric worse by more than allowed."""
     deltas, failures = {}, []
-    for name, value in current.items():
+    for name, current_value in current.items():
         # Both at the baseline file's precision, so an unchanged result reads as exactly equal.
         ref = _number(rounded(reference.get(name)))
-        value = _number(rounded(value))
+        value = _number(rounded(current_value))
         if ref is None or value is None:
             continue
         limit = allowed.get(family(name))
         worse = worsening(name, value, ref)
         failed = limit is not None and worse > limit * (1 + 1e-9) + 1e-12
         deltas[name] = {"value": value, "reference": ref, "delta": value - ref, "allowed": limit, "failed": failed}
-        if failed:
+        if failed and limit is not None:  # failed: there is a limit
             failures.append(f"{label}: {name} {value:.6g} vs {ref:.6g} ({_worse_text(name, worse)}; "
                             f"{gate_key}.{family(name)} allows {_allowed_text(name, limit)})")
     return deltas, failures
@@ -124,6 +124,7 @@ class Comparisons:
             result.failure_class = exc.failure_class
 
     def _against_baseline(self, spec: Spec, result: RunResult) -> None:
+        assert self.baseline is not None  # apply() asks only with a baseline
         entry, why = self.baseline.lookup(result.spec, _spec_file(result), result.version, result.backend,
                                           result.fingerprint["model_sha256"], result.fingerprint["config_hash"])
         path = self.baseline.shown(self.baseline.file_for(result.spec, _spec_file(result)))
@@ -146,6 +147,7 @@ class Comparisons:
         other = self.compare_to
         reference, source, failed = self._reference(spec, result, measure)
         if reference is None:
+            assert failed is not None  # _reference returns the failed result with no metrics
             why = f"its result has no metrics ([{failed.failure_class}] {failed.message})"
             result.comparisons.append({"against": other, "source": source, "missing": why})
             self._not_compared(result, why, failed.failure_class or ENV)
@@ -175,6 +177,7 @@ class Comparisons:
         """The compare-to version's metrics: from this run if it runs that version, else from the
         baseline, else measured now; or None and the compare-to's failed result."""
         other = self.compare_to
+        assert other is not None  # apply() asks only with --rknn-compare-to
         if self.baseline is not None and other not in self.versions_in_run:
             spec_other = spec.for_version(other)
             entry, _ = self.baseline.lookup(result.spec, _spec_file(result), other, result.backend,

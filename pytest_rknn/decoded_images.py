@@ -46,7 +46,7 @@ def store(folder: Optional[Path], key: str, arrays: List[np.ndarray]) -> None:
     if folder is None:
         return
     buffer = io.BytesIO()
-    np.savez(buffer, **{f"a{i}": a for i, a in enumerate(arrays)})
+    np.savez(buffer, **{f"a{i}": a for i, a in enumerate(arrays)})  # type: ignore[arg-type]  # see jobdir.write_job
     try:
         write_atomic(folder / f"{key}.npz", buffer.getvalue())
     except OSError:

@@ -25,7 +25,7 @@ def check_before_build(spec: Spec, model: ModelInfo, versions_in_run: Iterable[s
     """`spec` is one version's spec; `versions_in_run` and `compare_to` are the versions this
     session builds, so any other version's overrides are unused."""
     check_against_model(spec, model)
-    in_use = {*versions_in_run, compare_to, spec.version} - {None}
+    in_use = {v for v in (*versions_in_run, compare_to, spec.version) if v is not None}
     check_version_overrides(spec, sorted(in_use))
 
 

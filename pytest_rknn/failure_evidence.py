@@ -40,6 +40,7 @@ class FailureEvidence:
 
     def _reduce(self, result: RunResult, spec: Spec, staged, version: str, backend: str) -> None:
         """Bisected to the node, within the budget; a board item's with board runs of the sub-models."""
+        assert result.failure_class is not None  # a failed result (in REDUCED_CLASSES)
         try:
             written = self.runner.write_job(spec, staged, version)  # cached: the simulator job's folder
             what = f"rknn-toolkit2 {version}"

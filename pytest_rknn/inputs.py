@@ -127,7 +127,7 @@ def _random_samples(spec, field_name, tensor: TensorInfo, index, source: RandomI
     if source.shape is not None:
         shapes = [tuple(source.shape)]
     elif tensor.is_static:
-        shapes = [tuple(tensor.shape)]
+        shapes = [tuple(int(d) for d in tensor.shape)]  # static: every size a number
     elif presets is not None:
         shapes = [tuple(preset[index]) for preset in presets]
     else:
@@ -207,7 +207,7 @@ def _decode_images(spec, field_name: str, source: ImageInput, paths: List[str], 
             raise SpecError(spec.path, f"{field_name}.images", f"cannot read image {path}: {exc}",
                             "remove it or fix the glob") from None
         pixels = _letterbox(rgb, size, source.pad) if source.letterbox else np.asarray(
-            rgb.resize((size[1], size[0]), Image.BILINEAR))
+            rgb.resize((size[1], size[0]), Image.BILINEAR))  # type: ignore[attr-defined]  # see _letterbox
         if source.color == "bgr":
             pixels = pixels[..., ::-1]
         if source.layout == "nchw":
@@ -224,7 +224,9 @@ def _letterbox(image, size: Tuple[int, int], pad: int) -> np.ndarray:
     scale = min(height / image.height, width / image.width)
     new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
     canvas = Image.new("RGB", (width, height), (pad, pad, pad))
-    canvas.paste(image.resize((new_w, new_h), Image.BILINEAR), ((width - new_w) // 2, (height - new_h) // 2))
+    # Pillow sets Image.BILINEAR in a loop over Image.Resampling (9.1 and later), which mypy cannot see
+    canvas.paste(image.resize((new_w, new_h), Image.BILINEAR),  # type: ignore[attr-defined]
+                 ((width - new_w) // 2, (height - new_h) // 2))
     return np.asarray(canvas)
 
 
@@ -315,5 +317,6 @@ def _zip_samples(spec: Spec, model: ModelInfo, per_input: List[_Samples]) -> Inp
         labels.append(" + ".join(dict.fromkeys(names)))
     layouts = [s.layout if len(t.shape) == 4 else None for t, s in zip(model.inputs, per_input)]
     images = next((s.paths for s in per_input if s.paths), None)
-    image_paths = [images[i if len(images) > 1 else 0] for i in range(count)] if images else [None] * count
+    image_paths: List[Optional[str]] = ([images[i if len(images) > 1 else 0] for i in range(count)] if images
+                                        else [None] * count)
     return InputSet([t.name for t in model.inputs], layouts, samples, labels, image_paths)

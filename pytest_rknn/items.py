@@ -99,7 +99,7 @@ def _item_result(item: pytest.Item) -> RunResult:
     if isinstance(item, RknnItem):
         name = item.spec.name if item.spec is not None else spec_name(item.path)
         return RunResult(spec=name, version=item.version, backend=item.backend, spec_path=item.path)
-    version, backend = item.callspec.params["rknn_result"]
+    version, backend = getattr(item, "callspec").params["rknn_result"]  # a parametrised test: is_rknn_item
     marker = item.get_closest_marker("rknn_spec")
     spec = marker.args[0] if marker is not None and marker.args else None
     path = Path(item.path).parent / spec if isinstance(spec, (str, Path)) else None
@@ -142,6 +142,8 @@ class RknnItem(pytest.Item):
         self.version = version
         self.backend = backend
         self.result: Optional[RunResult] = None
+        # Plugins that assume every item is a test function read this (labgrid's does): an item uses no fixtures.
+        self.fixturenames: List[str] = []
         self.add_marker(pytest.mark.rknn)
 
     def runtest(self):

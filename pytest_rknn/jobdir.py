@@ -24,7 +24,8 @@ def input_arrays(inputs: InputSet) -> Dict[str, np.ndarray]:
 
 def write_job(job_dir: Path, job: dict, inputs: InputSet) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(job_dir / "inputs.npz", **input_arrays(inputs))
+    # mypy takes the **dict for a possible allow_pickle=; numpy's stubs type the arrays as **kwds
+    np.savez(job_dir / "inputs.npz", **input_arrays(inputs))  # type: ignore[arg-type]
     job = dict(job, samples=len(inputs), data_format=[layout or "nchw" for layout in inputs.layouts])
     (job_dir / "job.json").write_text(json.dumps(job, indent=1))
 
@@ -33,7 +34,7 @@ def read_outputs(job_dir: Path, samples: int, failed: List[int]) -> List[Optiona
     """[sample][output]; None for a sample whose inference() returned None."""
     with np.load(job_dir / "outputs.npz") as data:
         keys = set(data.files)
-        outputs = []
+        outputs: List[Optional[List[np.ndarray]]] = []
         for s in range(samples):
             if s in failed:
                 outputs.append(None)

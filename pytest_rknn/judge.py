@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from .backends import Executed, Outputs
+import numpy as np
+
+from .backends import Executed, every_sample
 from .checks import evaluate, slice_failures
 from .detection.check import DetectionSetup, Detections, detection_failures, map_thresholds, run_detection_check
 from .errors import ACCURACY, BUILD, RknnError
@@ -27,7 +29,7 @@ from .spec import SliceCheck, Spec
 class Reference:
     """onnxruntime's outputs for a spec's inputs and, with checks.yolov5, its detections."""
 
-    outputs: Outputs
+    outputs: List[List[np.ndarray]]  # [sample][output]: onnxruntime gives every sample's
     seconds: float
     detection: Optional[Tuple[DetectionSetup, Detections]] = None
 
@@ -37,7 +39,7 @@ def measure(names: Sequence[str], labels: Sequence[str], reference: Reference, e
     """Metrics of `executed` against the reference and, when `simulated` is given (a board), against the
     simulator; `parts`: the slices of outputs to measure on their own (checks.cosine.slices). A sample
     without outputs is BUILD, with the backend's error lines (`where` names the board)."""
-    failed = [s for s, outs in enumerate(executed.outputs) if outs is None]
+    failed = [s for s, outs in enumerate(executed.outputs or []) if outs is None]
     if failed:
         errors = error_lines(executed.log_lines)
         who = "the toolkit" if simulated is None else "RKNNLite"
@@ -46,16 +48,19 @@ def measure(names: Sequence[str], labels: Sequence[str], reference: Reference, e
         raise RknnError(BUILD, f"{prefix}inference() returned None for {len(failed)} of {len(labels)} samples "
                                f"(first: sample {failed[0]}, {labels[failed[0]]}): {detail}",
                         log_tail(executed.log_lines))
-    outputs = compare_outputs(names, reference.outputs, executed.outputs, labels)
-    if simulated is not None:
-        for metrics, against_sim in zip(outputs, compare_outputs(names, simulated.outputs, executed.outputs, labels)):
+    got = every_sample(executed.outputs, executed.backend)
+    outputs = compare_outputs(names, reference.outputs, got, labels)
+    if simulated is not None:  # a board: its simulator job may have lost a sample that the board did not
+        against = compare_outputs(names, every_sample(simulated.outputs, "the simulator"), got, labels)
+        for metrics, against_sim in zip(outputs, against):
             metrics.vs_sim_cosine = against_sim.worst_cosine
     detection = None
     if reference.detection is not None and all(m.shape_ok for m in outputs):
         setup, reference_detections = reference.detection
-        detection = run_detection_check(setup, names, reference.outputs, reference_detections, executed.outputs,
+        assert executed.job_dir is not None  # a simulator or board job
+        detection = run_detection_check(setup, names, reference.outputs, reference_detections, got,
                                         Path(executed.job_dir) / OVERLAYS)
-    slices = [compare_slice(part, list(names).index(part.output), reference.outputs, executed.outputs, labels)
+    slices = [compare_slice(part, list(names).index(part.output), reference.outputs, got, labels)
               for part in parts]
     return Measurement(outputs, detection, slices)
 
@@ -67,7 +72,7 @@ def apply(result: RunResult, spec: Spec, measurement: Measurement) -> None:
                          for m in measurement.outputs}
     result.thresholds.update({f"slice_cosine.{part.name}": part.min for part in spec.checks.cosine.slices})
     failures: List[str] = evaluate(spec, measurement.outputs) + slice_failures(spec, measurement.slices)
-    if measurement.detection is not None:
+    if measurement.detection is not None and spec.checks.yolov5 is not None:
         failures += detection_failures(spec.checks.yolov5, measurement.detection)
         result.thresholds.update(map_thresholds(spec.checks.yolov5, measurement.detection))
     result.failures = failures

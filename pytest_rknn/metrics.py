@@ -78,7 +78,7 @@ def compare_output(name: str, reference: Sequence[np.ndarray], got: Sequence[Opt
 
 
 def compare_outputs(names: Sequence[str], reference: List[List[np.ndarray]],
-                    got: Optional[List[Optional[List[np.ndarray]]]], labels: Sequence[str]) -> List[OutputMetrics]:
+                    got: Sequence[Optional[Sequence[np.ndarray]]], labels: Sequence[str]) -> List[OutputMetrics]:
     """reference/got are [sample][output]; a None sample means the backend returned nothing."""
     result = []
     for k, name in enumerate(names):
@@ -88,7 +88,7 @@ def compare_outputs(names: Sequence[str], reference: List[List[np.ndarray]],
     return result
 
 
-def compare_slice(part, index: int, reference: List[List[np.ndarray]], got: List[Optional[List[np.ndarray]]],
+def compare_slice(part, index: int, reference: List[List[np.ndarray]], got: Sequence[Optional[Sequence[np.ndarray]]],
                   labels: Sequence[str]) -> SliceMetrics:
     """Cosine per sample of one part of output `index` (a checks.cosine.slices entry), the worst
     sample's, and the reference's value range in that part (for hints). No output, or one of

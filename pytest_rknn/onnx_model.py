@@ -9,7 +9,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Optional, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 from .atomic import write_atomic
 
@@ -64,7 +64,7 @@ def _tensor_info(value_info) -> TensorInfo:
 
     tensor_type = value_info.type.tensor_type
     dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
-    dims = []
+    dims: List[Dim] = []
     for i, dim in enumerate(tensor_type.shape.dim):
         if dim.HasField("dim_value") and dim.dim_value > 0:
             dims.append(int(dim.dim_value))
@@ -118,7 +118,8 @@ def external_data_files(model) -> Tuple[str, ...]:
     """The external data files a loaded ModelProto names (relative to its folder), sorted; subgraphs too."""
     import onnx
 
-    graphs, locations = [model.graph], set()
+    graphs = [model.graph]
+    locations: Set[str] = set()
     while graphs:
         graph = graphs.pop()
         tensors = list(graph.initializer)

@@ -79,6 +79,12 @@ def _core_mask(text: str) -> str:
     return text
 
 
+def _labgrid_tags(text: str) -> dict:
+    from .board.labgrid_place import parse_tags
+
+    return parse_tags(text)
+
+
 OPTIONS = [
     Option("--rknn-toolkit", f"rknn-toolkit2 versions to test, comma separated; VERSION=/path/to/python uses an "
                              f"existing environment (default: {DEFAULT_VERSION})", DEFAULT_VERSION,
@@ -92,6 +98,9 @@ OPTIONS = [
            is_flag=True),
     Option("--rknn-cache-size", "the most the result cache may hold; the least recently used entries go first "
                                 "(default: 2G)", DEFAULT_MAX_BYTES, parse_size, metavar="SIZE"),
+    Option("--rknn-toolkit-python", "the Python that provisioned toolkit environments are made from; it must be "
+                                    "3.9-3.12, which rknn-toolkit2 has wheels for (default: this Python when it is "
+                                    "one of those, else one found on the machine)", None, metavar="PYTHON"),
     Option("--rknn-torch-index", "index URL or wheel folder for the CPU torch that the toolkit needs "
                                  "(default: a local wheel from pip's find-links, else PyTorch's CPU index)",
            None, _url_or_folder, metavar="URL_OR_DIR"),
@@ -129,6 +138,17 @@ OPTIONS = [
            _positive_float, metavar="SECONDS"),
     Option("--rknn-board-insecure", "accept any board host key instead of verifying it against known_hosts",
            False, is_flag=True),
+    Option("--rknn-labgrid-place", "take the board from this labgrid place instead of --rknn-board: reserved, "
+                                   "acquired for the session and released at the end (needs "
+                                   "pytest-rknn[labgrid])", None, metavar="NAME"),
+    Option("--rknn-labgrid-tags", "take the board from a labgrid place with these tags (with or without "
+                                  "--rknn-labgrid-place)", None, _labgrid_tags, metavar="KEY=VALUE[,KEY=VALUE]"),
+    Option("--rknn-labgrid-coordinator", "the labgrid coordinator to take the place from (default: "
+                                         "$LG_COORDINATOR, else 127.0.0.1:20408)", None, metavar="HOST:PORT"),
+    Option("--rknn-labgrid-client", "the labgrid-client program (default: the one next to this Python, else on "
+                                    "PATH)", None, metavar="PATH"),
+    Option("--rknn-labgrid-wait", "seconds to wait for the labgrid place while another run holds it (default: 600)",
+           600.0, _positive_float, metavar="SECONDS"),
     Option("--rknn-baseline", "compare every item's metrics with the baseline recorded in DIR (one JSON file per "
                               "spec; keep it in git)", None, metavar="DIR"),
     Option("--rknn-baseline-update", "record this run's metrics into the --rknn-baseline DIR instead of comparing",

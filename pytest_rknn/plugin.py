@@ -13,7 +13,7 @@ from .recording import SessionRecords
 from .result import TRACEBACK_SECTION
 from .runner import SIM, RknnRunner
 from .scheduler import JobScheduler
-from .session import build_outputs, build_runner, build_scheduler, parse_toolkits
+from .session import build_outputs, build_runner, build_scheduler, hand_to_worker, parse_toolkits
 from .spec import SPEC_SUFFIX
 
 RECORDS_KEY = pytest.StashKey[SessionRecords]()
@@ -44,6 +44,11 @@ def pytest_configure(config):
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
     return xdist_groups.make_scheduler(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    hand_to_worker(node.config, node.workerinput)  # the labgrid place the controller took
 
 
 def pytest_collect_file(file_path: Path, parent):

@@ -114,6 +114,10 @@ class SessionRecords:
             self.written.append("baseline NOT updated: the run was interrupted, the recorded one stays")
             return
         store = self.settings.baseline
+        if store is None:  # OutputSettings(update_baseline=True) without a baseline folder
+            self.written.append("baseline NOT updated: no baseline folder (--rknn-baseline=DIR)")
+            self.failed = True
+            return
         self.written += [f"baseline {line}" for line in store.update(self.records)]
         self.failed = self.failed or bool(store.not_updated)
 

@@ -3,7 +3,9 @@
 A chart is a row of groups (one per version-backend) of bars (one per output). The y axis is
 zoomed to the data, because the interesting cosines all lie between 0.99 and 1.0; dashed lines
 mark each bar's threshold and each group's reference value. A quantity chart (cycles, bytes, a
-count) is a small one whose y axis starts at 0, with each bar's value written above it."""
+count) is a small one whose y axis starts at 0, with each bar's value written above it.
+Bars, lines, ticks and the legend carry classes (bar, threshold, reference, tick, baseline, legend) and
+their values (data-value, data-threshold), so a script or a test can read a chart from the rendered page."""
 
 from __future__ import annotations
 
@@ -256,6 +258,7 @@ def _header(title: str, groups: Sequence[Group], line_labels, names: Tuple[str, 
     if not legend:
         return parts[0]
     x = 8.0
+    parts.append('<g class="legend">')
     for colour, text, kind in _legend(groups, line_labels, names):
         if kind == "box":
             parts.append(f'<rect x="{x:.1f}" y="28" width="12" height="12" fill="{colour}"/>')
@@ -264,19 +267,21 @@ def _header(title: str, groups: Sequence[Group], line_labels, names: Tuple[str, 
                          f'stroke-width="2" stroke-dasharray="5 3"/>')
         parts.append(f'<text x="{x + 20:.1f}" y="38.5" fill="{TEXT_COLOUR}">{escape(text)}</text>')
         x += 36 + _text_width(text)
+    parts.append("</g>")
     return "".join(parts)
 
 
 def _y_axis(ticks: List[float], labels: List[str], y, left: float, right: float, top: float = TOP) -> str:
     parts = []
     for tick, label in zip(ticks, labels):
-        parts.append(f'<line x1="{left:.1f}" y1="{y(tick):.1f}" x2="{right:.1f}" y2="{y(tick):.1f}" '
-                     f'stroke="{GRID_COLOUR}"/>')
+        parts.append(f'<line class="tick" data-value="{float(tick)!r}" x1="{left:.1f}" y1="{y(tick):.1f}" '
+                     f'x2="{right:.1f}" y2="{y(tick):.1f}" stroke="{GRID_COLOUR}"/>')
         parts.append(f'<text x="{left - 6:.1f}" y="{y(tick) + 4:.1f}" text-anchor="end" fill="{AXIS_COLOUR}">'
                      f'{label}</text>')
     bottom = y(ticks[0])
     parts.append(f'<line x1="{left:.1f}" y1="{top - 4}" x2="{left:.1f}" y2="{bottom:.1f}" stroke="{AXIS_COLOUR}"/>')
-    parts.append(f'<line x1="{left:.1f}" y1="{bottom:.1f}" x2="{right:.1f}" y2="{bottom:.1f}" stroke="{AXIS_COLOUR}"/>')
+    parts.append(f'<line class="baseline" x1="{left:.1f}" y1="{bottom:.1f}" x2="{right:.1f}" y2="{bottom:.1f}" '
+                 f'stroke="{AXIS_COLOUR}"/>')
     return "".join(parts)
 
 
@@ -292,14 +297,16 @@ def _bars(groups: Sequence[Group], layout: _Layout, y, bottom: float, value_deci
                 continue
             top = y(bar.value)
             colour = FAILED_COLOUR if bar.failed else PASSED_COLOUR  # the bar's own metric against its own line
-            parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{BAR}" height="{max(bottom - top, 0):.1f}" '
-                         f'fill="{colour}">{tooltip}</rect>')
+            parts.append(f'<rect class="bar"{_data(bar, bar.value)} x="{x:.1f}" y="{top:.1f}" width="{BAR}" '
+                         f'height="{max(bottom - top, 0):.1f}" fill="{colour}">{tooltip}</rect>')
             if bar.whisker is not None and math.isfinite(bar.whisker) and bar.whisker > bar.value:
                 top = y(bar.whisker)
                 parts.append(_whisker(x + BAR / 2, top, y(bar.value)))
             text = bar.text or (f"{bar.value:.{value_decimals}f}" if value_decimals is not None else "")
             if text:
-                parts.append(_centred_note(text, x + BAR / 2, top - 5, TEXT_COLOUR, halo=True))
+                # a failed value in red: a failed 0.0 has no bar to be red
+                parts.append(_centred_note(text, x + BAR / 2, top - 5, FAILED_COLOUR if bar.failed else TEXT_COLOUR,
+                                           halo=True))
     return "".join(parts)
 
 
@@ -320,15 +327,24 @@ def _lines(groups: Sequence[Group], layout: _Layout, y) -> str:
     for group, cells, (g0, g1) in zip(groups, layout.cells, layout.group_spans):
         for bar, (c0, c1) in zip(group.bars, cells):
             if bar.threshold is not None and math.isfinite(bar.threshold):
-                parts.append(_dashed(c0, c1, y(bar.threshold), THRESHOLD_COLOUR))
+                parts.append(_dashed(c0, c1, y(bar.threshold), THRESHOLD_COLOUR, "threshold", bar.threshold))
         if group.reference is not None and math.isfinite(group.reference):
-            parts.append(_dashed(g0 - GROUP_GAP / 2, g1 + GROUP_GAP / 2, y(group.reference), REFERENCE_COLOUR))
+            parts.append(_dashed(g0 - GROUP_GAP / 2, g1 + GROUP_GAP / 2, y(group.reference), REFERENCE_COLOUR,
+                                 "reference", group.reference))
     return "".join(parts)
 
 
-def _dashed(x0: float, x1: float, y: float, colour: str) -> str:
-    return (f'<line x1="{x0:.1f}" y1="{y:.1f}" x2="{x1:.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="2" '
-            f'stroke-dasharray="6 4"/>')
+def _dashed(x0: float, x1: float, y: float, colour: str, kind: str, value: float) -> str:
+    return (f'<line class="{kind}" data-value="{float(value)!r}" x1="{x0:.1f}" y1="{y:.1f}" x2="{x1:.1f}" y2="{y:.1f}" '
+            f'stroke="{colour}" stroke-width="2" stroke-dasharray="6 4"/>')
+
+
+def _data(bar: Bar, value: float) -> str:
+    """The bar's value, its line and whether it failed, as attributes: for scripts and tests reading the page."""
+    found = f' data-value="{float(value)!r}"'
+    if bar.threshold is not None and math.isfinite(bar.threshold):
+        found += f' data-threshold="{float(bar.threshold)!r}"'
+    return found + (' data-failed="true"' if bar.failed else "")
 
 
 def _line_labels(groups: Sequence[Group], threshold_name: str,

@@ -353,7 +353,8 @@ def _outcome_cell(spec: str, record: dict) -> str:
 
 
 def _time_cell(timings: dict) -> str:
-    steps = {k: _finite(v) for k, v in timings.items() if _finite(v) is not None}
+    finite = {k: _finite(v) for k, v in timings.items()}
+    steps = {k: v for k, v in finite.items() if v is not None}
     if not steps:
         return "-"
     title = "&#10;".join(f"{_e(k)}: {_seconds(v)}" for k, v in steps.items())
@@ -520,7 +521,7 @@ def _profile_groups(records: List[dict], key: str, units: charts.Units, noun: st
     groups = []
     for record in records:
         profile, label = _dict(record.get("profile")), str(record.get("version") or "?")
-        bars = ()
+        bars: Tuple[charts.Bar, ...] = ()
         if profile:
             value = _profile_value(profile, key)
             text = "" if value is None else units.text(value) + noun
@@ -670,7 +671,8 @@ def _thumbnail_uri(path: Path) -> Optional[str]:
     resized = image.width > THUMBNAIL_WIDTH
     if resized:
         height = max(1, round(image.height * THUMBNAIL_WIDTH / image.width))
-        image = image.resize((THUMBNAIL_WIDTH, height), Image.LANCZOS)
+        # Pillow sets Image.LANCZOS in a loop over Image.Resampling, which mypy cannot see
+        image = image.resize((THUMBNAIL_WIDTH, height), Image.LANCZOS)  # type: ignore[attr-defined]
     buffer = BytesIO()
     image.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
     small = buffer.getvalue()

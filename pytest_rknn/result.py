@@ -8,9 +8,13 @@ import sysconfig
 import traceback as tb
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .errors import ACCURACY, INTERNAL, RknnError
+
+if TYPE_CHECKING:  # they import this module
+    from .detection.check import DetectionMetrics
+    from .diagnosis.profile import Profile
 
 TRACEBACK_SECTION = "rknn traceback"
 MOVED = "ran on board "  # the start of the warning of a board item that another board took over
@@ -63,7 +67,8 @@ def format_cosine(value: Optional[float], threshold: Optional[float] = None) -> 
     decimals = 6
     if threshold is not None:
         exponent = decimal.Decimal(repr(float(threshold))).as_tuple().exponent  # 0.995 -> -3, 1e-05 -> -5
-        decimals = max(decimals, -exponent + 1)
+        if isinstance(exponent, int):  # not for an infinite or NaN threshold ('F', 'n')
+            decimals = max(decimals, -exponent + 1)
     scale = 10 ** decimals
     return f"{math.floor(value * scale) / scale:.{decimals}f}"
 
@@ -97,8 +102,8 @@ class RunResult:
     rknn_sha256: Optional[str] = None
     toolkit_version: Optional[str] = None
     board: Optional[dict] = None  # board items: the board's preflight fingerprint
-    detection: Optional[object] = None  # with checks.yolov5: a detection.check.DetectionMetrics
-    profile: Optional[object] = None  # sim items: the build's diagnosis.profile.Profile (placement, cycles, memory)
+    detection: Optional[DetectionMetrics] = None  # with checks.yolov5: a detection.check.DetectionMetrics
+    profile: Optional[Profile] = None  # sim items: the build's diagnosis.profile.Profile (placement, cycles, memory)
     latency: Optional[dict] = None  # board items: inference() on the board, median_ms, p90_ms, runs, core_mask
     localisation: Optional[dict] = None  # a failed sim item: the toolkit's per-layer analysis (diagnosis/localise.py)
     reduction: Optional[dict] = None  # a BUILD/CRASH item: the smallest sub-graph that fails alike (diagnosis/reduce.py)
@@ -107,7 +112,7 @@ class RunResult:
     slices: List[SliceMetrics] = field(default_factory=list)  # checks.cosine.slices
     timings: Dict[str, float] = field(default_factory=dict)
     spec_path: Optional[Path] = None  # the spec file; None for a spec given as a dict
-    fingerprint: Dict[str, object] = field(default_factory=dict)  # see README "Fingerprint"
+    fingerprint: Dict[str, Any] = field(default_factory=dict)  # see README "Fingerprint"
     comparisons: List[dict] = field(default_factory=list)  # against the baseline and --rknn-compare-to
     thresholds: Dict[str, float] = field(default_factory=dict)  # cosine.OUTPUT: the spec's minimum
     traceback: Optional[str] = None  # INTERNAL results: where the unexpected exception came from

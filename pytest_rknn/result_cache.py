@@ -190,6 +190,13 @@ class ResultCache:
     def enabled(self) -> bool:
         return self.root is not None
 
+    @property
+    def _root(self) -> Path:
+        """The root of an enabled cache: what needs it has a key, and only an enabled cache gives keys."""
+        if self.root is None:
+            raise RuntimeError("the result cache is off")
+        return self.root
+
     def key_for(self, python: str, job_dir: Path, inputs: Optional[str] = None,
                 model: Optional[ModelInfo] = None) -> Optional[str]:
         """The job's key, or None (with a warning) when one of its parts cannot be read. `inputs` and
@@ -214,7 +221,7 @@ class ResultCache:
         signature = environment_signature(python)
         if signature is None:
             return environment_of(python)
-        record = self.root / ENVIRONMENTS / f"{hashlib.sha256(signature['python'].encode()).hexdigest()[:16]}.json"
+        record = self._root / ENVIRONMENTS / f"{hashlib.sha256(signature['python'].encode()).hexdigest()[:16]}.json"
         try:
             stored = json.loads(record.read_text())
             if stored["signature"] == signature:
@@ -231,17 +238,17 @@ class ResultCache:
 
     @property
     def models_folder(self) -> Optional[Path]:
-        return self.root / MODELS if self.enabled else None
+        return self.root / MODELS if self.root is not None else None
 
     @property
     def images_folder(self) -> Optional[Path]:
-        return self.root / IMAGES if self.enabled else None
+        return self.root / IMAGES if self.root is not None else None
 
     def entry(self, key: str) -> Path:
-        return self.root / key[:2] / key
+        return self._root / key[:2] / key
 
     def measurement_entry(self, key: str) -> Path:
-        return self.root / MEASUREMENTS / key[:2] / key
+        return self._root / MEASUREMENTS / key[:2] / key
 
     # ------------------------------------------------------------ look up
 
@@ -376,8 +383,8 @@ class ResultCache:
         self._write_entry(self.entry(key), key, sources, rknn_sha256=result.get("rknn_sha256"))
 
     def _ensure_root(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return self.root
+        self._root.mkdir(parents=True, exist_ok=True)
+        return self._root
 
     def _write_entry(self, entry: Path, key: str, sources: Dict[str, Path], rknn_sha256: Optional[str] = None) -> None:
         """Copy `sources` (entry name -> file) into a temporary folder, then rename it to `entry`."""
@@ -413,7 +420,7 @@ class ResultCache:
     def entries(self) -> List[Tuple[float, int, Path]]:
         """(last used, bytes, path) of every whole entry: job and measurement folders, decoded images."""
         found = []
-        for entry in [*self.root.glob("??/*"), *self.root.glob(f"{MEASUREMENTS}/??/*")]:
+        for entry in [*self._root.glob("??/*"), *self._root.glob(f"{MEASUREMENTS}/??/*")]:
             if entry.name.startswith("."):
                 continue
             try:
@@ -421,7 +428,7 @@ class ResultCache:
                 found.append(((entry / USED).stat().st_mtime, size, entry))
             except OSError:
                 continue  # being removed by another run
-        for images in self.root.glob(f"{IMAGES}/*.npz"):
+        for images in self._root.glob(f"{IMAGES}/*.npz"):
             try:
                 stat = images.stat()
                 if not images.name.startswith("."):
@@ -434,14 +441,14 @@ class ResultCache:
         """Least recently used entries go until the cache holds at most max_bytes; temporary folders
         left by killed runs go too."""
         now = time.time()
-        for temp in [*self.root.glob(".tmp-*"), *self.root.glob("??/.trash-*"),
-                     *self.root.glob(f"{MEASUREMENTS}/??/.trash-*"), *self.root.glob(f"{IMAGES}/.*")]:
+        for temp in [*self._root.glob(".tmp-*"), *self._root.glob("??/.trash-*"),
+                     *self._root.glob(f"{MEASUREMENTS}/??/.trash-*"), *self._root.glob(f"{IMAGES}/.*")]:
             try:
                 if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
                     _remove(temp)
             except OSError:
                 continue
-        for lock in self.root.glob(f"{LOCKS}/*.lock"):  # one per job ever run: the old ones nobody holds go
+        for lock in self._root.glob(f"{LOCKS}/*.lock"):  # one per job ever run: the old ones nobody holds go
             try:
                 if now - lock.stat().st_mtime > STALE_TEMP_SECONDS:
                     with open(lock) as handle:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from . import judge, measurement
-from .backends import Executed, Job
+from .backends import Executed, Job, every_sample
 from .backends.board import BOARD, BoardBackend
 from .backends.onnxruntime import OnnxRuntimeBackend
 from .backends.simulator import SIM, SimulatorBackend, WrittenJob
@@ -131,8 +131,9 @@ class RknnRunner:
             try:
                 self.comparisons.apply(spec.for_version(version), result,
                                        lambda other: self.measure(spec, other, backend))
-                if self.comparisons.updating_baseline:  # a file that cannot be read is not overwritten
-                    self.comparisons.baseline.check_readable(result.spec, result.spec_path)
+                baseline = self.comparisons.baseline
+                if self.comparisons.updating_baseline and baseline is not None:  # an unreadable file is not overwritten
+                    baseline.check_readable(result.spec, result.spec_path)
             except Exception as exc:
                 result.fail_with(exc)
         return result
@@ -175,7 +176,7 @@ class RknnRunner:
         recorded = self.recorded(spec, staged, version) if key else None
         stored = self.result_cache.load_measurement(key, written.job_dir) if recorded else None
         measured = _restored(stored, written.job_dir)
-        if measured is not None:
+        if measured is not None and recorded is not None:  # stored: only with recorded
             executed = recorded
             result.measurement_cache = HIT
         else:
@@ -212,6 +213,7 @@ class RknnRunner:
         result.fingerprint["board"] = result.board
         result.warnings += executed.result.get("warnings", [])
         result.timings.update({f"board_{k}": v for k, v in executed.result.get("timings", {}).items()})
+        assert executed.job_dir is not None  # a board job has its folder
         result.log_path = executed.job_dir / "log.txt"
         result.latency = executed.result.get("latency")
         where = f"board {result.board['address']}" if result.board else "board"
@@ -231,6 +233,7 @@ class RknnRunner:
                                   toolkit_env=simulated.result.get("env", {}))
         result.timings.update(simulated.result["timings"])
         result.cache = simulated.result.get("cache", OFF)
+        assert simulated.job_dir is not None  # a simulator job has its folder
         result.log_path = simulated.job_dir / "log.txt"
 
     def stop_workers(self) -> None:
@@ -260,7 +263,7 @@ class RknnRunner:
             raise SpecError(spec.path, "model", f"{spec.model_path.name} is not a readable ONNX model: "
                                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                             "point `model:` at an .onnx file") from None
-        check_before_build(spec, model, self.versions, self.comparisons and self.comparisons.compare_to)
+        check_before_build(spec, model, self.versions, self.comparisons.compare_to if self.comparisons else None)
         inputs = prepare_inputs(spec, model, self.result_cache.images_folder)
         return Staged(model, inputs, time.monotonic() - started)
 
@@ -270,11 +273,12 @@ class RknnRunner:
 
     def _reference(self, spec: Spec, staged: Staged) -> Reference:
         executed = self.onnxruntime.run(staged.job(spec))
+        outputs = every_sample(executed.outputs, "onnxruntime")
         detection = None
         if spec.checks.yolov5 is not None:
-            setup = detection_setup(spec, staged.model, staged.inputs, [o.shape for o in executed.outputs[0]])
-            detection = (setup, detect(setup, executed.outputs))
-        return Reference(executed.outputs, executed.seconds, detection)
+            setup = detection_setup(spec, staged.model, staged.inputs, [o.shape for o in outputs[0]])
+            detection = (setup, detect(setup, outputs))
+        return Reference(outputs, executed.seconds, detection)
 
     def write_job(self, spec: Spec, staged: Staged, version: str) -> WrittenJob:
         key = (str(spec.path), spec.config_hash(), version)
@@ -309,7 +313,7 @@ class RknnRunner:
         with self._lock:
             future = cache.get(key)
             mine = future is None
-            if mine:
+            if future is None:
                 future = cache[key] = Future()
         if mine:
             try:

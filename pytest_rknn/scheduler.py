@@ -16,7 +16,7 @@ With one thread nothing runs ahead: today's order.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, List, Optional, Set, Tuple
 
 import pytest
@@ -61,7 +61,7 @@ class JobScheduler:
         self._stop_running = stop_running
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="rknn-job") if threads > 1 else None
         self._handed_over: Set[Tuple[str, str, str]] = set()
-        self._futures = []
+        self._futures: List[Future] = []
 
     def collection_finished(self, session: pytest.Session) -> None:
         if not self.lazy and not session.config.option.collectonly:

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,7 +28,8 @@ DEFAULT_TARGET = "rk3588"
 TARGETS = ("rk2118", "rk3562", "rk3566", "rk3568", "rk3576", "rk3588", "rk3588s",
            "rv1103", "rv1103b", "rv1106", "rv1106b", "rv1126b")
 OP_TARGETS = ("npu", "cpu", "gpu", "auto")  # rknn.config's op_target values, in any case
-QUANTIZED_DTYPES = ("w8a8", "w8a16", "w16a16i", "w16a16i_dfp", "w4a16")  # 2.3.2 and 2.5.0 together
+QuantizedDtype = Literal["w8a8", "w8a16", "w16a16i", "w16a16i_dfp", "w4a16"]  # 2.3.2 and 2.5.0 together
+QUANTIZED_DTYPES = get_args(QuantizedDtype)
 # rknn.config keys that only an int8 build uses: on a float build they would silently do nothing.
 QUANTIZE_ONLY = ("quantized_dtype", "quantized_algorithm", "quantized_method", "quantized_hybrid_level",
                  "quant_img_RGB2BGR", "auto_hybrid_cos_thresh", "auto_hybrid_euc_thresh")
@@ -97,7 +98,7 @@ class RandomInput(_Strict):
         return (0.0, 1.0) if value is True or value is None else value
 
 
-INPUT_KINDS = {"file": FileInput, "images": ImageInput, "random": RandomInput}
+INPUT_KINDS: Dict[str, Type[InputSource]] = {"file": FileInput, "images": ImageInput, "random": RandomInput}
 InputSource = Union[FileInput, ImageInput, RandomInput]
 
 
@@ -131,7 +132,7 @@ class ConvertSpec(BaseModel):
                                                                       "(x - mean) / std")
     quantize: Union[bool, QuantizeSpec] = Field(False, description="false: a float (fp16) build; "
                                                                    "`{dataset: ...}`: an int8 build")
-    quantized_dtype: Optional[Literal[QUANTIZED_DTYPES]] = Field(
+    quantized_dtype: Optional[QuantizedDtype] = Field(
         None, description="int8 builds only; null: the toolkit's default")
     quantized_algorithm: Optional[Literal["normal", "mmse", "kl_divergence", "gdq"]] = Field(
         None, description="int8 builds only; null: the toolkit's default")
@@ -396,7 +397,7 @@ class Spec:
     def metrics_config_hash(self) -> str:
         """Hash of what decides the metrics (target, inputs, convert, reference, the detector's
         decoding), not the tolerances: a baseline survives a loosened threshold, not a new config."""
-        body = {k: self.raw[k] for k in ("target", "inputs", "convert", "reference") if k in self.raw}
+        body: Dict[str, Any] = {k: self.raw[k] for k in ("target", "inputs", "convert", "reference") if k in self.raw}
         body["target"] = self.target
         if self.checks.yolov5 is not None:
             body["yolov5"] = self.checks.yolov5.model_dump(include=_YOLO_DECODING)
@@ -585,7 +586,7 @@ _UNION_BRANCH = re.compile(r"bool|str|int|float|[A-Z]\w*|.*\[.*\]")
 
 
 def _spec_error(path: Path, exc: ValidationError, model_cls, prefix: str) -> SpecError:
-    errors = _relevant_errors(exc.errors())
+    errors = _relevant_errors([dict(e) for e in exc.errors()])
     first = errors[0]
     loc = [str(part) for part in first["loc"]]
     field_name = prefix + ".".join(loc)

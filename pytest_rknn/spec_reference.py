@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple, Type
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Type
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -40,7 +40,7 @@ INPUTS: List[Tuple[str, str, Type[BaseModel]]] = [
     ("**An input given as `images:`**", "inputs.NAME.", schema.ImageInput),
     ("**An input given as `random:`** (and every input left out)", "inputs.NAME.", schema.RandomInput),
 ]
-SKIP = {schema.SpecModel: {"gate", "baseline_gate"}}  # rendered together, side by side
+SKIP: Dict[Type[BaseModel], Set[str]] = {schema.SpecModel: {"gate", "baseline_gate"}}  # rendered together, side by side
 
 
 def render() -> str:
@@ -126,7 +126,7 @@ def _description(model: Type[BaseModel], name: str) -> str:
 def _default(info: FieldInfo) -> str:
     if info.is_required():
         return "required"
-    value = info.default if info.default_factory is None else info.default_factory()
+    value = info.get_default(call_default_factory=True)
     return _yaml(value)
 
 

@@ -407,6 +407,7 @@ def test_charts_colour_each_metric_by_its_own_line_and_an_map_of_zero_is_no_bar(
     [(height, colour)] = re.findall(r'<rect [^>]*height="([0-9.]+)" fill="(#[0-9a-f]+)"><title>', map_svg)
     assert float(height) == 0.0 and colour == report_charts.FAILED_COLOUR
     assert ">0<" in map_svg and "gate" in map_svg and "stroke-dasharray" in map_svg  # from 0, with its line
+    assert re.search(rf'fill="{report_charts.FAILED_COLOUR}"[^>]*>0\.000<', map_svg)  # no bar: its value is red
 
 
 def test_a_detection_failure_lists_its_images_worst_first_with_the_log_tail():

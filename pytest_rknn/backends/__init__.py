@@ -16,15 +16,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Protocol
+from typing import List, Optional, Protocol, Sequence
 
 import numpy as np
 
+from ..errors import BUILD, RknnError
 from ..inputs import InputSet
 from ..onnx_model import ModelInfo
 from ..spec import Spec
 
-Outputs = List[Optional[List[np.ndarray]]]  # [sample][output]; None where a backend returned no output
+Outputs = Sequence[Optional[List[np.ndarray]]]  # [sample][output]; None where a backend returned no output
+
+
+def every_sample(outputs: Optional[Outputs], who: str) -> List[List[np.ndarray]]:
+    """[sample][output] of a backend that gave every sample's outputs; BUILD when `who` gave none for one."""
+    if outputs is None:
+        raise ValueError(f"{who}: its outputs were not loaded")
+    missing = [s for s, sample in enumerate(outputs) if sample is None]
+    if missing:
+        raise RknnError(BUILD, f"{who}: inference() returned None for {len(missing)} of {len(outputs)} samples "
+                               f"(first: sample {missing[0]})")
+    return [sample for sample in outputs if sample is not None]
 
 
 @dataclass
@@ -43,7 +55,7 @@ class Executed:
     """What a backend produced for all samples of a job."""
 
     backend: str
-    outputs: Outputs
+    outputs: Optional[Outputs]  # None: not loaded (a simulator job the result cache recorded, see recorded())
     job_dir: Optional[Path] = None  # the job folder (none for onnxruntime)
     result: dict = field(default_factory=dict)  # the job's result.json: status, timings, the .rknn, ...
     log_lines: List[str] = field(default_factory=list)

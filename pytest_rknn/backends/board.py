@@ -27,12 +27,13 @@ class BoardBackend:
     def run(self, job: Job) -> Executed:
         started = time.monotonic()
         simulated = job.artifact
+        assert simulated is not None and simulated.job_dir is not None and job.version is not None  # a board job
         key = f"{job.spec.name}/{job.version}"
         session, passed_over = self.pool.start_for(key)
         job_dir = simulated.job_dir.parent / f"{job.version}-board"
         write_job(job_dir, {"latency_runs": job.spec.checks.latency.runs}, job.inputs)
         try:
-            check_target(session.info, job.spec.target)
+            check_target(session.start(), job.spec.target)  # started: start() only returns its BoardInfo
             result = session.run_job(job_dir, simulated.rknn_path, simulated.result["rknn_sha256"], job.version)
         except RknnError as exc:
             if not session.gone:
@@ -42,9 +43,9 @@ class BoardBackend:
             session, more = self.pool.start_for(key)
             passed_over = [line for line in more if not line.startswith(f"board {gone.address} ")]
             passed_over.append(f"board {gone.address} went away during the job ({exc.message})")
-            check_target(session.info, job.spec.target)
+            check_target(session.start(), job.spec.target)  # started: start() only returns its BoardInfo
             result = session.run_job(job_dir, simulated.rknn_path, simulated.result["rknn_sha256"], job.version)
-        result["board"] = session.info.fingerprint()
+        result["board"] = session.start().fingerprint()
         if passed_over:
             result.setdefault("warnings", []).append(f"{MOVED}{session.address} instead: " + "; ".join(passed_over))
         outputs = read_outputs(job_dir, len(job.inputs), result.get("failed_samples", []))

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -66,11 +66,12 @@ class SimulatorBackend:
 
     def write(self, job: Job) -> WrittenJob:
         """The job folder (job.json, inputs.npz, the calibration list) and its key."""
-        spec = job.spec
-        python = self.provisioner.python_for(self.toolkits.get(job.version) or ToolkitRequest(job.version))
-        job_dir = self.work_root / job_folder(spec) / job.version
+        spec, version = job.spec, job.version
+        assert version is not None  # a simulator job is for one toolkit version
+        python = self.provisioner.python_for(self.toolkits.get(version) or ToolkitRequest(version))
+        job_dir = self.work_root / job_folder(spec) / version
         job_dir.mkdir(parents=True, exist_ok=True)
-        description = {
+        description: Dict[str, Any] = {
             "model": str(spec.model_path),
             "target": spec.target,
             "config": spec.convert.config_kwargs(),

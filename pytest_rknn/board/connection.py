@@ -14,9 +14,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, List, Literal, Optional, Tuple, Union
 
 from ..errors import ENV, TIMEOUT, RknnError
+
+if TYPE_CHECKING:
+    import paramiko  # imported when a board is used
 
 SSH_CONFIG = "~/.ssh/config"
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -124,8 +127,9 @@ class SshConnection:
         self.address = address
         self.settings = settings
         self.where = f"board {address}"
-        self.client = None
-        self._sftp = None  # None: not tried on this connection; False: the board's sshd has no SFTP
+        self.client: Optional[paramiko.SSHClient] = None
+        # None: not tried on this connection; False: the board's sshd has no SFTP
+        self._sftp: Union[None, Literal[False], paramiko.SFTPClient] = None
 
     def open(self) -> None:
         import paramiko
@@ -149,11 +153,15 @@ class SshConnection:
             sock = socket.create_connection((host, port), timeout=timeout)
             # Without it every channel open waits out a delayed ACK (about 40 ms on loopback).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client.connect(host, port=port, username=user, key_filename=keys or None, timeout=timeout, sock=sock,
-                           banner_timeout=timeout, auth_timeout=timeout, allow_agent=True, look_for_keys=not keys)
+            # key_filename: paramiko takes a list of files too; its stubs say a str only
+            client.connect(host, port=port, username=user, key_filename=keys or None,  # type: ignore[arg-type]
+                           timeout=timeout, sock=sock, banner_timeout=timeout, auth_timeout=timeout, allow_agent=True,
+                           look_for_keys=not keys)
             connected = True
             # Its thread logs every failure that the methods below turn into one message of ours.
-            client.get_transport().set_log_channel(TRANSPORT_LOG)
+            transport = client.get_transport()
+            assert transport is not None  # connected
+            transport.set_log_channel(TRANSPORT_LOG)
         except paramiko.BadHostKeyException:
             raise RknnError(ENV, f"{where}: its host key does not match known_hosts (the board was reinstalled, or "
                                  f"someone is in between); check it, then update {USER_KNOWN_HOSTS} "
@@ -192,7 +200,7 @@ class SshConnection:
 
         import paramiko
 
-        config = {}
+        config: Dict[str, Any] = {}
         path = os.path.expanduser(SSH_CONFIG)
         if os.path.isfile(path):
             config = paramiko.SSHConfig.from_path(path).lookup(self.address.host)
@@ -243,7 +251,9 @@ class SshConnection:
         out, err = [], []
         deadline = time.monotonic() + timeout
         with self._guard(doing):
-            channel = self.client.get_transport().open_session(timeout=self.settings.connect_timeout)
+            transport = self.client.get_transport() if self.client is not None else None
+            assert transport is not None  # _guard: the connection is alive
+            channel = transport.open_session(timeout=self.settings.connect_timeout)
             try:
                 channel.settimeout(timeout)
                 channel.exec_command(command)
@@ -280,14 +290,17 @@ class SshConnection:
 
         if self._sftp is None:
             with self._guard("opening SFTP"):
+                assert self.client is not None  # _guard: the connection is alive
                 try:
-                    self._sftp = self.client.open_sftp()
+                    sftp = self._sftp = self.client.open_sftp()
                 except paramiko.SSHException:
                     if not self.alive():
                         raise
                     self._sftp = False  # refused on a live connection (were it dying, the next step says so)
                 else:
-                    self._sftp.get_channel().settimeout(TRANSFER_SECONDS)
+                    channel = sftp.get_channel()
+                    assert channel is not None  # an open SFTP session has its channel
+                    channel.settimeout(TRANSFER_SECONDS)
         return self._sftp or None
 
     def put(self, local: Path, remote: str) -> None:

@@ -88,7 +88,7 @@ def soc():
 
 
 def preflight():
-    info = {"python": sys.version.split()[0], "problems": []}
+    info: dict = {"python": sys.version.split()[0], "problems": []}
     try:
         import numpy
 
@@ -219,7 +219,7 @@ def step(name):
 def job(job_dir):
     with open(os.path.join(job_dir, "job.json")) as handle:
         spec = json.load(handle)
-    result = {"status": "ok", "timings": {}}
+    result: dict = {"status": "ok", "timings": {}}
     result_path = os.path.join(job_dir, "result.json")
     rknn_path = os.path.join(job_dir, spec["rknn_name"])
 
@@ -274,7 +274,7 @@ def job(job_dir):
     result["latency"] = measure_latency(lite, inputs_of, formats, [s for s in range(samples) if s not in failed],
                                         times, spec.get("latency_runs") or 0, spec["core_mask"])
     tmp = os.path.join(job_dir, "outputs.tmp.npz")
-    np.savez(tmp, **outputs)
+    np.savez(tmp, **outputs)  # type: ignore[arg-type]  # mypy: a **dict might fill allow_pickle
     os.replace(tmp, os.path.join(job_dir, "outputs.npz"))
     lite.release()
     result["failed_samples"] = failed

@@ -83,6 +83,7 @@ class BoardSession:
             except BaseException:  # a bug of ours, or Ctrl-C: leave nothing behind either way
                 self.close()
                 raise
+        assert self.info is not None  # set by _set_up
         return self.info
 
     def _set_up(self) -> None:
@@ -126,6 +127,7 @@ class BoardSession:
         return result
 
     def _run_job(self, local_dir: Path, rknn_path: Path, toolkit_version: str) -> dict:
+        assert self.workdir is not None and self.info is not None  # run_job starts the session first
         self._jobs += 1
         remote = f"{self.workdir}/job-{self._jobs}"
         made = self.connection.run(f"mkdir -m 700 -- {q(remote)}", timeout=60, doing="making the job dir")
@@ -229,7 +231,8 @@ class BoardPool:
         """The key's board, started; when it cannot be reached (ENV) or went away, the next board in the
         key's order that answers, with one line per board passed over. Raises the key's own board's
         error when none answers."""
-        passed_over, first_error = [], None
+        passed_over: List[str] = []
+        first_error: Optional[RknnError] = None
         for address in self._order(key):
             session = self._session(address)
             try:
@@ -241,6 +244,8 @@ class BoardPool:
                 passed_over.append(f"board {address} did not answer ({_without(exc.message, session.where)})")
                 continue
             return session, passed_over
+        if first_error is None:  # no board at all
+            raise RknnError(ENV, "no board to run on (--rknn-board)")
         if len(self.addresses) > 1:
             raise RknnError(ENV, f"{first_error.message}; no other board answered either "
                                  f"({', '.join(str(a) for a in self.addresses)})") from None

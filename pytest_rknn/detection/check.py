@@ -61,6 +61,7 @@ class DetectionSetup:
 
 def setup(spec: Spec, model, inputs, output_shapes) -> DetectionSetup:
     check = spec.checks.yolov5
+    assert check is not None  # asked for a spec with checks.yolov5 only
     field_name = "checks.yolov5"
     images = [(name, source) for name, source in spec.inputs.items() if isinstance(source, ImageInput)]
     if len(model.inputs) != 1 or not images:
@@ -144,9 +145,9 @@ def map_thresholds(check: YoloV5Check, metrics: DetectionMetrics) -> Dict[str, f
     reference = metrics.ref_map50 if labelled else 1.0
     limits: Dict[str, float] = {}
     if reference is not None and math.isfinite(reference):
-        lows = [check.map50_ratio * reference if check.map50_ratio is not None else None,
-                reference - check.max_map50_drop if check.max_map50_drop is not None else None]
-        lows = [low for low in lows if low is not None]
+        candidates = [check.map50_ratio * reference if check.map50_ratio is not None else None,
+                      reference - check.max_map50_drop if check.max_map50_drop is not None else None]
+        lows = [low for low in candidates if low is not None]
         if lows:
             limits["map50" if labelled else "agreement_map50"] = max(lows)
     if check.min_agreement_map50 is not None:
@@ -158,7 +159,9 @@ def detection_failures(check: YoloV5Check, metrics: DetectionMetrics) -> List[st
     """One line per violated gate of `check` for these figures (which may have been measured in an
     earlier run, with other gates)."""
     if metrics.map50 is not None:
-        value, reference, what = metrics.map50, metrics.ref_map50, "mAP@0.5"
+        # NaN without onnxruntime's figure (a stored record): the gates below fail rather than pass
+        reference = metrics.ref_map50 if metrics.ref_map50 is not None else math.nan
+        value, what = metrics.map50, "mAP@0.5"
     else:  # without labels, onnxruntime's detections are the truth (its own score is 1.0)
         value, reference, what = metrics.agreement_map50, 1.0, "agreement mAP@0.5 with onnxruntime"
     summary = _map_summary(metrics)

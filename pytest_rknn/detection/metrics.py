@@ -25,7 +25,7 @@ def coco_map(detections: DetectionSet, ground_truth: GroundTruthSet, num_classes
     NaN, since mAP is then undefined."""
     images = list(ground_truth) + [name for name in detections if name not in ground_truth]
     image_ids = {name: index for index, name in enumerate(images, start=1)}
-    annotations = []
+    annotations: List[dict] = []
     for name in images:
         for x1, y1, x2, y2, class_id in ground_truth.get(name, ()):
             width, height = float(x2) - float(x1), float(y2) - float(y1)

@@ -40,7 +40,7 @@ def non_max_suppression(pred: np.ndarray, conf_threshold: float = 0.25, iou_thre
 
     order = np.argsort(-scores, kind="stable")
     boxes, scores, classes = boxes[order], scores[order], classes[order]
-    kept = []
+    kept: list = []
     remaining = np.arange(len(boxes))
     x1, y1, x2, y2 = boxes.T
     areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
@@ -55,8 +55,8 @@ def non_max_suppression(pred: np.ndarray, conf_threshold: float = 0.25, iou_thre
         if not class_agnostic:
             overlapping &= classes[rest] == classes[best]
         remaining = rest[~overlapping]
-    kept = np.asarray(kept, dtype=np.int64)
-    return np.column_stack([boxes[kept], scores[kept], classes[kept].astype(np.float64)]).reshape(
+    indices = np.asarray(kept, dtype=np.int64)
+    return np.column_stack([boxes[indices], scores[indices], classes[indices].astype(np.float64)]).reshape(
         -1, DETECTION_COLUMNS)
 
 

@@ -60,7 +60,7 @@ def _mixed_ranges(spec: Spec, model: ModelInfo, reference, measured) -> List[str
     hints = []
     for output, ranges in parts.items():
         spans = {name: high - low for name, (low, high) in ranges.items()}
-        widest, narrowest = max(spans, key=spans.get), min(spans, key=spans.get)
+        widest, narrowest = max(spans, key=spans.__getitem__), min(spans, key=spans.__getitem__)
         if spans[narrowest] > 0 and spans[widest] / spans[narrowest] >= RANGE_RATIO:
             shown = ", ".join(f"{name} {low:.3g}..{high:.3g}" for name, (low, high) in ranges.items())
             step = spans[widest] / 255
@@ -75,7 +75,8 @@ def _ranges(samples: Sequence[Dict[str, np.ndarray]]) -> Dict[str, Tuple[float, 
 
 
 def _calibration_not_like_inputs(spec: Spec) -> List[str]:
-    if spec.convert.quantize.preprocess:
+    quantize = spec.convert.quantize
+    if not isinstance(quantize, QuantizeSpec) or quantize.preprocess:  # an int8 build's only (hints_for)
         return []
     boxed = [name for name, source in spec.inputs.items() if isinstance(source, ImageInput) and source.letterbox]
     if not boxed:

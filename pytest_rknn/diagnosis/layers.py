@@ -76,7 +76,8 @@ def parse_layer_table(lines: Iterable[str]) -> Optional[LayerTable]:
     """The last layer table in a build log, with the memory totals and the warnings; None when the
     log has no table (a build that was not verbose, or did not get that far)."""
     lines = list(lines)
-    table, rows = None, None
+    table: Optional[LayerTable] = None
+    rows: Optional[List[Layer]] = None
     warnings = []
     for line in lines:
         warning = _WARNING.match(line)
@@ -93,7 +94,7 @@ def parse_layer_table(lines: Iterable[str]) -> Optional[LayerTable]:
                 setattr(table, "internal_memory" if memory.group("what") == "Internal" else "weight_memory", size)
             continue
         if text.startswith("ID ") or set(text) <= {"-", "+"}:
-            if set(text) <= {"-", "+"} and rows:  # the rule under the last row
+            if set(text) <= {"-", "+"} and rows and table is not None:  # the rule under the last row
                 table.layers, rows = rows, None
             continue
         layer = _layer(text)
@@ -113,8 +114,8 @@ def _layer(text: str) -> Optional[Layer]:
     parts = text.split()
     if len(parts) < 9 or not parts[0].isdigit():
         return None
-    cycles = [_int(c) for c in parts[6].split("/")] if parts[6].count("/") == 2 else [None, None, None]
-    return Layer(int(parts[0]), parts[1], parts[2], parts[3], parts[4], parts[5], *cycles, _float(parts[7]),
+    ddr, npu, total = [_int(c) for c in parts[6].split("/")] if parts[6].count("/") == 2 else [None, None, None]
+    return Layer(int(parts[0]), parts[1], parts[2], parts[3], parts[4], parts[5], ddr, npu, total, _float(parts[7]),
                  " ".join(parts[8:]))
 
 

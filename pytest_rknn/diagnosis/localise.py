@@ -26,7 +26,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..result import RunResult, format_cosine
 
@@ -99,7 +99,7 @@ def localise(result: RunResult, analyse: Callable[[int], Path]) -> None:
     says so."""
     output, sample, threshold, cosine_failed = worst_output(result)
     started = time.monotonic()
-    record = dict(output=output, sample=sample, threshold=threshold)
+    record: Dict[str, Any] = dict(output=output, sample=sample, threshold=threshold)
     try:
         path = analyse(sample)
         rows = parse_error_analysis(path.read_text(errors="replace"))

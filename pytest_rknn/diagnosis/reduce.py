@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -149,7 +149,7 @@ class Graph:
         self.initializers = {t.name for t in graph.initializer}
         self.graph_inputs = [v.name for v in graph.input if v.name not in self.initializers]
         self.graph_outputs = [v.name for v in graph.output]
-        self.types = {}
+        self.types: Dict[str, Tuple[int, Optional[Tuple[Optional[int], ...]]]] = {}  # name: (elem type, shape)
         for value in list(graph.input) + list(graph.value_info) + list(graph.output):
             tensor = value.type.tensor_type
             dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
@@ -168,8 +168,8 @@ class Graph:
 
     def facts(self, k: int) -> dict:
         node = self.nodes[k]
-        shapes = [list(self.types[name][1]) if self.types.get(name, (0, None))[1] is not None else None
-                  for name in node.input if name]
+        known = [self.types.get(name, (0, None))[1] for name in node.input if name]
+        shapes = [list(shape) if shape is not None else None for shape in known]
         return {"node": self.node_name(k), "op_type": node.op_type, "input_shapes": shapes}
 
     def _cone(self, outputs: Sequence[str], start: int) -> Tuple[List[int], List[str]]:
@@ -224,7 +224,9 @@ class Graph:
     def random_input(self, name: str, rng: np.random.Generator) -> np.ndarray:
         from onnx import helper
 
-        elem, shape = self.types[name]
+        elem, dims = self.types[name]
+        assert dims is not None and None not in dims  # an input of a runnable cut (cut_is_runnable)
+        shape = cast(Tuple[int, ...], dims)
         dtype = helper.tensor_dtype_to_np_dtype(elem)
         if dtype == np.bool_:
             return rng.random(shape) < 0.5
@@ -269,7 +271,8 @@ class Reduction:
                 f"nodes: {self.model}")
 
 
-RunJob = Callable[[Path, float], None]  # run the job folder within a timeout: return on success, or raise RknnError
+RunJob = Callable[[Path, float], object]  # run the job folder within a timeout: return on success (what it
+# returns is not used), or raise RknnError
 
 
 def reduce_failure(job_dir: Path, error: RknnError, run_job: RunJob, budget: float, job_timeout: float,
@@ -335,9 +338,9 @@ def reduce_failure(job_dir: Path, error: RknnError, run_job: RunJob, budget: flo
         if verify_first and not fails(whole):  # a fresh build of the model itself does not fail so
             reduction.reproduced = False
         else:
-            node = smallest_failing_prefix(len(graph), lambda k: k == len(graph) - 1 or fails(graph.prefix(k)))
+            node = last = smallest_failing_prefix(len(graph), lambda k: k == len(graph) - 1 or fails(graph.prefix(k)))
             if len(graph) > 1:
-                largest_failing_start(node, lambda j: fails(graph.window(j, node)))
+                largest_failing_start(last, lambda j: fails(graph.window(j, last)))
             if not smallest and len(graph) > 1 and not fails(whole):  # no candidate failed: does the model?
                 node, reduction.reproduced = None, False
     except OutOfBudget:

@@ -78,11 +78,12 @@ def write_bundle(result: RunResult, spec: Spec, model: ModelInfo, inputs: InputS
         samples = []  # failed before inference(): big arrays that the failing call never reads stay out
 
     if samples:
-        np.savez(folder / "inputs.npz", **{f"s{s}_i{i}": inputs.samples[s][i]
+        # the ignores: mypy takes the **dict for a possible allow_pickle= (see jobdir.write_job)
+        np.savez(folder / "inputs.npz", **{f"s{s}_i{i}": inputs.samples[s][i]  # type: ignore[arg-type]
                                            for s in samples for i in range(len(inputs.names))})
     if reference is not None:
-        np.savez(folder / "reference.npz", **{f"s{s}_o{k}": array for s in samples if reference[s] is not None
-                                              for k, array in enumerate(reference[s])})
+        np.savez(folder / "reference.npz", **{f"s{s}_o{k}": array  # type: ignore[arg-type]
+                                              for s in samples for k, array in enumerate(reference[s] or [])})
     _copy_outputs(job_dir / "outputs.npz", folder / "outputs.npz", samples)
     if board:
         _copy_outputs(sim_job_dir / "outputs.npz", folder / "simulator_outputs.npz", samples)

@@ -44,7 +44,8 @@ def format_cosine(value, threshold=None):
     decimals = 6
     if threshold is not None:
         exponent = decimal.Decimal(repr(float(threshold))).as_tuple().exponent
-        decimals = max(decimals, -exponent + 1)
+        if isinstance(exponent, int):  # not for an infinite or NaN threshold
+            decimals = max(decimals, -exponent + 1)
     scale = 10 ** decimals
     return f"{math.floor(value * scale) / scale:.{decimals}f}"
 
@@ -159,7 +160,7 @@ def load_arrays(name):
     path = os.path.join(HERE, name)
     if not os.path.exists(path):
         return {}
-    found = {}
+    found = {}  # type: dict
     with np.load(path) as data:
         for key in data.files:
             sample, output = key[1:].split("_o")

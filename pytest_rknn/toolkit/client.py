@@ -50,6 +50,7 @@ def run_worker_once(python: str, job_dir: Path, timeout: float, what: str) -> di
     with open(job_dir / "log.txt", "wb") as log:
         process = start_process([python, str(WORKER), str(job_dir)], job_dir, log, python)
         (job_dir / "worker.pid").write_text(str(process.pid))
+        returncode: Optional[int]
         try:
             returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

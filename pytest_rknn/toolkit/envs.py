@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import ENV, RknnError
+from . import base_python
 
 DEFAULT_VERSION = "2.5.0"
 KNOWN_VERSIONS = ("2.2.0", "2.3.0", "2.3.2", "2.5.0")
@@ -52,7 +53,7 @@ def is_version(text: str) -> bool:
 
 def parse_toolkit_option(value: str) -> List[ToolkitRequest]:
     """`2.3.2,2.5.0` or `2.3.2=/path/to/python,2.5.0`."""
-    requests = []
+    requests: List[ToolkitRequest] = []
     for part in (p.strip() for p in value.split(",")):
         if not part:
             continue
@@ -97,30 +98,32 @@ def pip_sources() -> List[str]:
     return args
 
 
-def _has_local_torch(find_links: List[str]) -> bool:
+def _has_local_torch(find_links: List[str], python: Tuple[int, int]) -> bool:
     version = TORCH_PIN.split("==")[1]
     for location in find_links:
         folder = Path(location[7:] if location.startswith("file://") else location)
-        if folder.is_dir() and any(folder.glob(f"torch-{version}*-cp{sys.version_info.major}{sys.version_info.minor}-*.whl")):
+        if folder.is_dir() and any(folder.glob(f"torch-{version}*-cp{python[0]}{python[1]}-*.whl")):
             return True
     return False
 
 
-def torch_source_args(sources: List[str], torch_index: Optional[str]) -> List[str]:
-    """Where the CPU torch comes from: the user's setting, a local wheel, or PyTorch's CPU index.
-    Plain PyPI would give a CUDA build of several GB."""
+def torch_source_args(sources: List[str], torch_index: Optional[str],
+                      python: Tuple[int, int] = (sys.version_info[0], sys.version_info[1])) -> List[str]:
+    """Where the CPU torch comes from: the user's setting, a local wheel for the environment's Python
+    (major, minor), or PyTorch's CPU index. Plain PyPI would give a CUDA build of several GB."""
     if torch_index:
         return ["--find-links", torch_index] if Path(torch_index).is_dir() else ["--extra-index-url", torch_index]
     find_links = [sources[i + 1] for i, a in enumerate(sources) if a == "--find-links"]
-    if _has_local_torch(find_links):
+    if _has_local_torch(find_links, python):
         return []
     return ["--extra-index-url", TORCH_CPU_INDEX]
 
 
-def env_dir(cache_dir: Path, version: str) -> Path:
-    pins = json.dumps([version, PINS.get(version, _COMMON), sys.version_info[:2]])
+def env_dir(cache_dir: Path, version: str, python: Tuple[int, int]) -> Path:
+    """The environment's folder: one per toolkit version, pins and base Python (major, minor)."""
+    pins = json.dumps([version, PINS.get(version, _COMMON), list(python)])
     tag = hashlib.sha256(pins.encode()).hexdigest()[:8]
-    return cache_dir / f"rknn-toolkit2-{version}-py{sys.version_info.major}{sys.version_info.minor}-{tag}"
+    return cache_dir / f"rknn-toolkit2-{version}-py{python[0]}{python[1]}-{tag}"
 
 
 def default_cache_dir() -> Path:
@@ -141,10 +144,12 @@ def installed_version(python: str) -> Optional[str]:
 class Provisioner:
     """Finds or makes the Python for each requested toolkit version; remembers failures."""
 
-    def __init__(self, cache_dir: Path, torch_index: Optional[str] = None, progress: Progress = lambda m: None):
+    def __init__(self, cache_dir: Path, torch_index: Optional[str] = None, progress: Progress = lambda m: None,
+                 base_python: Optional[str] = None):
         self.cache_dir = Path(cache_dir)
         self.torch_index = torch_index
         self.progress = progress
+        self.base_python = base_python  # --rknn-toolkit-python; None: this Python, or one found (base_python.py)
         self._pythons: Dict[str, str] = {}
         self._errors: Dict[str, RknnError] = {}
 
@@ -162,6 +167,7 @@ class Provisioner:
         return self._pythons[version]
 
     def _check_user_python(self, request: ToolkitRequest) -> str:
+        assert request.python is not None  # only for a request that names its Python
         python = os.path.expanduser(request.python)
         if not os.access(python, os.X_OK):
             raise RknnError(ENV, f"--rknn-toolkit={request.version}={request.python}: no executable Python there")
@@ -176,7 +182,11 @@ class Provisioner:
         return python
 
     def _provision(self, version: str) -> str:
-        target = env_dir(self.cache_dir, version)
+        import uv
+
+        base = base_python.choose(version, self.base_python, uv.find_uv_bin(), version in PINS,
+                                  progress=self.progress)
+        target = env_dir(self.cache_dir, version, base.version)
         python = str(target / "bin" / "python")
         ready = target / ".ready"
         if ready.is_file():
@@ -186,11 +196,11 @@ class Provisioner:
             fcntl.flock(lock, fcntl.LOCK_EX)  # parallel pytest-xdist workers wait for one provisioner
             if ready.is_file():
                 return python
-            self._install(version, target, python)
+            self._install(version, target, python, base)
             ready.write_text(json.dumps({"version": version, "pins": PINS.get(version, _COMMON)}))
         return python
 
-    def _install(self, version: str, target: Path, python: str) -> None:
+    def _install(self, version: str, target: Path, python: str, base: base_python.BasePython) -> None:
         import shutil
 
         import uv
@@ -208,8 +218,9 @@ class Provisioner:
         overrides.write_text("\n".join(PINS.get(version, PINS[DEFAULT_VERSION])) + "\n")
         sources = pip_sources()
         commands = [
-            [uv_bin, "venv", str(target), "--python", sys.executable, "--quiet"],
-            [uv_bin, "pip", "install", "--python", python, *sources, *torch_source_args(sources, self.torch_index),
+            [uv_bin, "venv", str(target), "--python", base.path, "--quiet"],
+            [uv_bin, "pip", "install", "--python", python, *sources,
+             *torch_source_args(sources, self.torch_index, base.version),
              "--index-strategy", "unsafe-best-match", "--override", str(overrides),
              f"rknn-toolkit2=={version}", "setuptools<81"],
         ]
@@ -232,6 +243,7 @@ class Provisioner:
         Returns the exit status and the last line it printed (uv's reason when it fails)."""
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
         last_line = ""
+        assert process.stdout is not None  # stdout=PIPE
         for line in process.stdout:
             log.write(line)
             if line.strip():

@@ -43,7 +43,7 @@ class Worker:
             raise
         finally:
             os.close(reply_end)
-        self._replies = replies
+        self._replies: Optional[int] = replies  # None once closed
         self._unread = b""
         self.jobs = 0  # jobs sent to it so far
 
@@ -60,9 +60,11 @@ class Worker:
         deadline = time.monotonic() + timeout
         self.jobs += 1
         (job_dir / "worker.pid").write_text(str(self.pid))
+        stdin = self.process.stdin
+        assert stdin is not None  # started with stdin=PIPE
         try:
-            self.process.stdin.write(json.dumps(os.path.abspath(job_dir)).encode() + b"\n")
-            self.process.stdin.flush()
+            stdin.write(json.dumps(os.path.abspath(job_dir)).encode() + b"\n")
+            stdin.flush()
         except OSError:  # it died before the job reached it
             return self._status_after_death()
         reply = self._read_reply(deadline)
@@ -74,11 +76,14 @@ class Worker:
 
     def _read_reply(self, deadline: float) -> Optional[str]:
         """The worker's next reply line; "" when it closed the pipe (died), None at the deadline."""
+        replies = self._replies
         while b"\n" not in self._unread:
+            if replies is None:  # killed: its pipe is closed
+                return ""
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self._replies], [], [], remaining)[0]:
+            if remaining <= 0 or not select.select([replies], [], [], remaining)[0]:
                 return None
-            chunk = os.read(self._replies, 4096)
+            chunk = os.read(replies, 4096)
             if not chunk:
                 return ""
             self._unread += chunk
@@ -113,7 +118,8 @@ class Worker:
         holds the worker (another thread uses kill_group: the holder then sees the worker die)."""
         kill_group(self.process)
         try:
-            self.process.stdin.close()
+            if self.process.stdin is not None:  # it is: started with stdin=PIPE
+                self.process.stdin.close()
         except OSError:
             pass
         if self._replies is not None:

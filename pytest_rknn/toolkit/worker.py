@@ -91,7 +91,7 @@ def unknown_config_keys(rknn_cls, config):
 def run(job_dir):
     with open(os.path.join(job_dir, "job.json")) as handle:
         job = json.load(handle)
-    result = {"status": "ok", "timings": {}}
+    result: dict = {"status": "ok", "timings": {}}
     result_path = os.path.join(job_dir, "result.json")
 
     def finish(status, **fields):
@@ -178,7 +178,7 @@ def build_and_simulate(rknn, job, config, job_dir, result, finish):
                 outputs[f"s{s}_o{k}"] = np.asarray(out)
     result["timings"]["inference"] = time.monotonic() - t0
     tmp = os.path.join(job_dir, "outputs.tmp.npz")
-    np.savez(tmp, **outputs)
+    np.savez(tmp, **outputs)  # type: ignore[arg-type]  # mypy: a **dict might fill allow_pickle
     os.replace(tmp, os.path.join(job_dir, "outputs.npz"))
     result["failed_samples"] = failed
     return finish("ok")
