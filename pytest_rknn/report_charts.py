@@ -102,6 +102,8 @@ def bar_chart(title: str, groups: Sequence[Group], *, y_max: float = 1.0, thresh
     `value_decimals`: write each bar's value above it with that many decimals (a bar's `text` wins).
     `units`: the y axis starts at 0 and its ticks are written in these units, instead of zoomed."""
     lo, hi, ticks, tick_labels = _ticks(_finite(_plotted_values(groups)), y_max, units)
+    if units is None and lo > 0:  # said, so a short bar is not read as a small value
+        title = f"{title} · y axis zoomed, from {tick_labels[0]}"
     left = 14 + _text_width(max(tick_labels, key=len))
     names = (threshold_name, reference_name)
     line_labels = _line_labels(groups, *names)

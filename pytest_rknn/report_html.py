@@ -376,6 +376,9 @@ def _charts(records: List[dict]) -> str:
     svgs = []
     if any(group.bars for group in groups):  # not when every item failed before it had outputs
         svgs.append(charts.bar_chart("Worst cosine per output (vs onnxruntime)", groups))
+    trend = _trend_groups(records)
+    if trend:
+        svgs.append(charts.bar_chart("Worst cosine per output, before and now", trend, threshold_name="gate"))
     if any(_dict(r.get("detection")) for r in records):
         svgs.append(_map_chart(records))
     if any(_dict(r.get("latency")) for r in records):
@@ -397,6 +400,32 @@ def _cosine_groups(records: List[dict]) -> List[charts.Group]:
                      for name in names) if cosines else ()
         groups.append(charts.Group(_item_label(record), bars, failed=_failed(record),
                                    empty_note=_class_of(record)))
+    return groups
+
+
+def _trend_groups(records: List[dict]) -> List[charts.Group]:
+    """Per item, compared output and what it was compared with (the baseline, or the --rknn-compare-to
+    version): the value then and now side by side; now is red when the gate failed it, and the gate's
+    line is where its allowed worsening ends."""
+    groups = []
+    for record in records:
+        for comparison in _list(record.get("comparisons")):
+            deltas = _dict(_dict(comparison).get("deltas"))
+            against = str(_dict(comparison).get("against"))
+            for metric, delta in deltas.items():
+                delta = _dict(delta)
+                value, reference = _number(delta.get("value")), _number(delta.get("reference"))
+                if not metric.startswith("cosine.") or value is None or reference is None:
+                    continue
+                allowed = _finite(delta.get("allowed"))
+                line = round(reference - allowed, 6) if allowed is not None else None
+                output = metric[len("cosine."):]
+                bars = (charts.Bar(label=against, value=reference,
+                                   tooltip=f"{output} at {against}: {_cosine(reference)}"),
+                        charts.Bar(label="now", value=value, failed=bool(delta.get("failed")), threshold=line,
+                                   tooltip=f"{_item_label(record)} {output} now: {_cosine(value)}"))
+                groups.append(charts.Group(f"{_item_label(record)} {output}", bars,
+                                           failed=bool(delta.get("failed"))))
     return groups
 
 

@@ -408,6 +408,7 @@ def test_charts_colour_each_metric_by_its_own_line_and_an_map_of_zero_is_no_bar(
     assert float(height) == 0.0 and colour == report_charts.FAILED_COLOUR
     assert ">0<" in map_svg and "gate" in map_svg and "stroke-dasharray" in map_svg  # from 0, with its line
     assert re.search(rf'fill="{report_charts.FAILED_COLOUR}"[^>]*>0\.000<', map_svg)  # no bar: its value is red
+    assert "zoomed" not in map_svg  # from 0
 
 
 def test_a_detection_failure_lists_its_images_worst_first_with_the_log_tail():
@@ -519,3 +520,21 @@ def test_report_sizes_with_two_versions(tmp_path):
     real[0] = detector_item("s0", "2.3.2", photos, failed=True)
     whole = sum(len(base64.b64encode(p.read_bytes())) for p in photos)
     assert len(report_html.render(document(real)).encode()) < passed + whole
+
+
+def test_a_compared_output_is_charted_before_and_now_against_its_gate():
+    """With a baseline (or --rknn-compare-to), each compared cosine is two bars: the old value and
+    now, now red only when the gate failed it, and the gate's line where the allowed worsening ends."""
+    svgs = re.findall(r"<svg.*?</svg>", spec_sections(report_html.render(document(cnn_records())))["cnn"], re.S)
+    [trend] = [s for s in svgs if "before and now" in s]
+    bars = re.findall(r'<rect class="bar" data-value="([^"]+)"(?: data-threshold="([^"]+)")?[^>]*'
+                      r'fill="(#[0-9a-f]+)"><title>([^<]*)</title>', trend)
+    passed, failed = report_charts.PASSED_COLOUR, report_charts.FAILED_COLOUR
+    assert [(float(v), float(t) if t else None, c) for v, t, c, _ in bars] == [
+        (0.9999, None, passed), (0.5, 0.9989, failed),  # 2.3.2 sim: far under the gate
+        (0.99999996, None, passed), (0.99999996, 0.999, passed)]  # 2.5.0 sim: unchanged
+    assert "logits at baseline" in bars[0][3] and "now" in bars[1][3]
+    assert trend.count('class="threshold"') == 2 and "gate" in trend
+    assert "before and now · y axis zoomed, from 0.4<" in trend  # a zoomed axis says so
+    lone = record("cnn", "2.5.0", outputs=[output("logits", 0.9999)])  # nothing compared: no such chart
+    assert "before and now" not in report_html.render(document([lone]))
