@@ -154,9 +154,11 @@ def test_the_gate_fails_a_version_whose_map_dropped_more_than_allowed(run_pytest
     assert not any(key.startswith("rknn.vs.") for key in properties["strict[2.3.2-sim]"])
 
     html = page.read_text()
-    # Per spec: cosine per output and mAP@0.5, per version; then the profile's cycles, memory, .rknn size
-    # and CPU layers (the single-output YOLO runs a Reshape on the CPU), per version.
-    assert html.count("<svg") == 2 * (2 + 4)
+    # Per spec: cosine per output, the cosine before (2.3.2) and now (2.5.0), and mAP@0.5, per version; then
+    # the profile's cycles, memory, .rknn size and CPU layers (the single-output YOLO runs a Reshape on the
+    # CPU), per version.
+    assert html.count("<svg") == 2 * (3 + 4)
+    assert html.count('aria-label="Worst cosine per output, before and now') == 2
     # The three worst images of each item, embedded: the failed item's at full size, the others as thumbnails.
     assert html.count("data:image/png;base64,") == 3 and html.count("data:image/jpeg;base64,") == 3 * 3
     assert gate_line("this run", "map50", deltas["map50"], STRICT_MAP50) in html and "model sha256" in html
