@@ -8,12 +8,13 @@ import pytest
 
 from . import xdist_groups
 from .items import RUNNER_KEY, RknnSpecFile, add_sections, attach_record, record_result
+from .labgrid_session import hand_to_worker
 from .options import add_options
 from .recording import SessionRecords
 from .result import TRACEBACK_SECTION
 from .runner import SIM, RknnRunner
 from .scheduler import JobScheduler
-from .session import build_outputs, build_runner, build_scheduler, hand_to_worker, parse_toolkits
+from .session import build_outputs, build_runner, build_scheduler, parse_toolkits
 from .spec import SPEC_SUFFIX
 
 RECORDS_KEY = pytest.StashKey[SessionRecords]()

@@ -141,20 +141,28 @@ def board_pytest(run_pytest, pytester, test_board, monkeypatch, tmp_path):
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def render_in_chromium(page: Path, folder: Path, window=(1280, 2400)) -> Path:
-    """A screenshot of `page` taken by Debian's headless chromium (installed by .ci/setup)."""
+def run_chromium(page: Path, folder: Path, *flags: str, window=(1280, 2400), timeout=120):
+    """Debian's headless chromium (installed by .ci/setup) on `page`, as root, with a fresh profile
+    and no background networking (this machine's network is closed); `flags` say what it does."""
     import subprocess
 
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/setup` (it installs chromium)")
-    screenshot, profile = folder / f"{page.stem}.png", folder / "chromium-profile"
+    profile = folder / "chromium-profile"
     command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--disable-background-networking", "--no-first-run", f"--user-data-dir={profile}",
-               "--hide-scrollbars", f"--window-size={window[0]},{window[1]}", f"--screenshot={screenshot}",
-               page.as_uri()]
+               f"--window-size={window[0]},{window[1]}", *flags, page.as_uri()]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-    assert done.returncode == 0 and screenshot.exists(), done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def render_in_chromium(page: Path, folder: Path, window=(1280, 2400)) -> Path:
+    """A screenshot of `page` taken by headless chromium."""
+    screenshot = folder / f"{page.stem}.png"
+    done = run_chromium(page, folder, "--hide-scrollbars", f"--screenshot={screenshot}", window=window)
+    assert screenshot.exists(), done.stderr[-2000:]
     return screenshot

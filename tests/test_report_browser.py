@@ -6,14 +6,11 @@ and the overlays' labels are class names."""
 import html
 import json
 import re
-import shutil
-import subprocess
 
 import numpy as np
-import pytest
 from PIL import Image, ImageDraw
 
-from conftest import CHROMIUM, FIXTURES, render_in_chromium
+from conftest import FIXTURES, render_in_chromium, run_chromium
 from pytest_rknn import report_charts
 from pytest_rknn.detection.overlay import draw_side_by_side
 from pytest_rknn.report_html import THUMBNAIL_WIDTH, write_html_report
@@ -150,15 +147,7 @@ window.addEventListener("load", () => {
 
 def measured_by_chromium(page, folder):
     """Chromium loads `page`, runs its scripts and prints the DOM: the JSON the script left in it."""
-    profile = folder / "measure-profile"
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--no-first-run", f"--user-data-dir={profile}",
-               "--window-size=1280,2400", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_chromium(page, folder, "--virtual-time-budget=5000", "--dump-dom", timeout=60)
     found = re.search(r'<pre id="measured">(.*?)</pre>', done.stdout, re.S)
     assert found, "the measuring script wrote nothing: " + done.stderr[-2000:]
     return json.loads(html.unescape(found.group(1)))
@@ -193,8 +182,6 @@ def write_real_sized(tmp_path, monkeypatch):
 
 
 def test_issue_14_a_real_sized_report_as_the_browser_renders_it(tmp_path, monkeypatch):
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash .ci/setup` (it installs chromium)")
     page, drawn, failed_labels, passed_labels = write_real_sized(tmp_path, monkeypatch)
     # The labels the overlay code drew: a class name and a score each, never a class index.
     assert drawn.titles.count("onnxruntime") == drawn.titles.count("RKNN") == 6
