@@ -152,6 +152,17 @@ def test_a_changed_model_has_no_baseline_rather_than_an_old_one(run_pytest, pyte
                                  "for model sha256 *, this one is *; record it with --rknn-baseline-update*"])
     result.stdout.re_match_lines([r"cnn\s+2\.5\.0\s+sim\s+.*no baseline\s+passed"])
 
+    # --rknn-baseline-strict, from the command line and from the ini file: the same missing baseline fails (SPEC)
+    strict_failure = ["*[[]SPEC[]] cnn[[]2.5.0-sim[]]: no baseline for this model: bl/cnn.json *"
+                      "(--rknn-baseline-strict: every item needs its baseline)*"]
+    result, _ = run_pytest("--rknn-baseline=bl", "--rknn-baseline-strict")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(strict_failure)
+    pytester.makeini("[pytest]\nrknn_baseline = bl\nrknn_baseline_strict = true\n")
+    result, _ = run_pytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(strict_failure)
+
 
 def test_update_without_a_baseline_folder_is_a_usage_error(run_pytest, pytester):
     result, _ = run_pytest("--rknn-baseline-update")

@@ -10,7 +10,13 @@ from pathlib import Path
 
 from conftest import MODELS, write_spec
 
+import numpy as np
+import pytest
+
 from pytest_rknn.baseline import rounded
+from pytest_rknn.board.remote_runner import measure_latency, percentile
+from pytest_rknn.checks import latency_failures
+from pytest_rknn.spec import spec_from_dict
 
 TWO_SAMPLES = "inputs: {images: {random: [0, 1], count: 2, seed: 5}}\n"
 SLOW_MS = 150
@@ -89,3 +95,48 @@ def test_a_board_slower_than_its_baseline_fails_the_latency_gate(board_pytest, p
                            f"{before:.6g} (")
     assert "baseline_gate.latency allows 25% more" in line
     result.stdout.fnmatch_lines(["*[[]PERFORMANCE[]] steady[[]2.5.0-board[]]*latency.median_ms*"])
+
+
+def test_the_latency_gate_judges_the_median_not_the_p90_or_the_slowest_run(workdir):
+    spec = spec_from_dict({"model": "cnn.onnx", "checks": {"latency": {"max_ms": 50}}}, base_dir=workdir)
+    latency = lambda median, p90: {"median_ms": median, "p90_ms": p90, "runs": 5, "warmup": 1,
+                                   "core_mask": "NPU_CORE_AUTO"}
+    assert latency_failures(spec, latency(40.0, 80.0)) == []  # a slow tail, a median under the limit
+    assert latency_failures(spec, latency(50.0, 50.0)) == []  # at the limit is within it
+    [line] = latency_failures(spec, latency(50.5, 51.0))
+    assert line == ("median inference time on the board 50.5 ms > checks.latency.max_ms 50 "
+                    "(p90 51 ms over 5 runs after a warm-up, core mask NPU_CORE_AUTO)")
+    unchecked = spec_from_dict({"model": "cnn.onnx"}, base_dir=workdir)
+    assert latency_failures(unchecked, latency(1e6, 1e6)) == [] and latency_failures(spec, None) == []
+
+
+@pytest.mark.parametrize("values", [[3.0], [5.0, 1.0], [4.0, 1.0, 9.0], [7.0, 1.0, 2.0, 30.0, 4.0, 6.0],
+                                    list(np.random.default_rng(3).random(11) * 100)])
+def test_median_and_p90_interpolate_between_ranks_like_numpy(values):
+    ordered = sorted(values)
+    for p in (0, 50, 90, 100):
+        assert percentile(ordered, p) == pytest.approx(float(np.percentile(values, p)), abs=1e-12), p
+
+
+class TimedLite:
+    """inference() as the board's RKNNLite: outputs or None; each call's sample recorded."""
+
+    def __init__(self, failing=()):
+        self.calls, self.failing = [], set(failing)
+
+    def inference(self, inputs, data_format=None):
+        self.calls.append(inputs)
+        return None if inputs in self.failing else [np.zeros(1)]
+
+
+def test_latency_runs_cycle_through_the_good_samples_until_the_wanted_count_and_failed_calls_do_not_count():
+    lite = TimedLite()
+    times = [0.010, 0.030]  # the normal pass: two samples, 10 and 30 ms
+    latency = measure_latency(lite, lambda s: s, "nhwc", [0, 1], times, 5, "NPU_CORE_0")
+    assert lite.calls == [0, 1, 0] and latency["runs"] == 5 and latency["core_mask"] == "NPU_CORE_0"
+    assert latency["median_ms"] <= 30.0 and latency["p90_ms"] >= latency["median_ms"]
+    assert measure_latency(TimedLite(), lambda s: s, "nhwc", [0], [0.02, 0.02, 0.02], 2, "m")["runs"] == 3  # never fewer
+    failing = TimedLite(failing={1})
+    latency = measure_latency(failing, lambda s: s, "nhwc", [0, 1], [0.01], 4, "m")
+    assert failing.calls == [0, 1, 0] and latency["runs"] == 3  # at most 4 calls in all; the failed one untimed
+    assert measure_latency(TimedLite(), lambda s: s, "nhwc", [], [], 4, "m") is None

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from pytest_rknn.checks import evaluate
+from pytest_rknn.checks import evaluate, slice_failures
 from pytest_rknn.errors import SpecError
-from pytest_rknn.metrics import compare_output, compare_outputs, cosine
+from pytest_rknn.metrics import compare_output, compare_outputs, compare_slice, cosine
 from pytest_rknn.spec import spec_from_dict
 
 RNG = np.random.default_rng(0)
@@ -83,3 +83,43 @@ def test_a_threshold_for_an_unknown_output_is_a_spec_error(workdir):
     with pytest.raises(SpecError) as info:
         evaluate(spec(workdir, {"cosine": {"outputs": {"logit": 0.9}}}), metrics)
     assert info.value.field == "checks.cosine.outputs.logit" and "its outputs are: logits" in info.value.message
+
+
+SLICED = {"cosine": {"slices": [{"name": "head", "output": "features", "axis": 1, "stop": 4},
+                                {"name": "middle", "output": "features", "axis": 1, "start": 4, "stop": 6},
+                                {"name": "tail", "output": "features", "axis": 1, "start": 6, "min": 0.9}]}}
+
+
+def test_a_zeroed_middle_slice_fails_and_the_parts_around_it_pass(workdir):
+    """Channels 4:6 of the second output zeroed: only `middle` fails; the tail after it is large enough that
+    4: as a whole would still pass, so a slice that ignored its stop would pass too."""
+    rng = np.random.default_rng(4)
+    features = [rng.standard_normal((1, 10, 2)).astype(np.float32) * [[[1]] * 4 + [[0.01]] * 2 + [[100]] * 4]
+                for _ in range(3)]
+    reference = [[r, f] for r, f in zip(REF, features)]
+    got = [[r, f.copy()] for r, f in zip(REF, features)]
+    got[2][1][:, 4:6] = 0  # the last sample's middle part
+    checks = spec(workdir, SLICED)
+    parts = [compare_slice(part, 1, reference, got, LABELS) for part in checks.checks.cosine.slices]
+    head, middle, tail = parts
+    assert head.worst_cosine == pytest.approx(1.0) and tail.worst_cosine == pytest.approx(1.0)
+    assert math.isnan(middle.worst_cosine) and (middle.worst_sample, middle.worst_label) == (2, "c.png")
+    assert middle.ref_range == [pytest.approx(float(min(f[:, 4:6].min() for f in features))),
+                                pytest.approx(float(max(f[:, 4:6].max() for f in features)))]
+    assert head.ref_range[1] < 10 < tail.ref_range[1]
+    assert slice_failures(checks, parts) == [
+        "slice 'middle' of output 'features' (axis 1, 4:6) sample 2 (c.png): cosine nan < min 0.99 "
+        "(undefined: an all-zero side)"]
+    assert cosine(got[2][1][:, 4:], features[2][:, 4:]) > 0.9999  # 4: whole would pass
+
+
+def test_a_slice_at_its_minimum_passes_and_just_under_it_fails(workdir):
+    reference = [[r, np.array([[3.0, 4.0, 1.0, 0.0]], np.float32)] for r in REF]
+    got = [[r, np.array([[3.0, 4.0, 0.0, 1.0]], np.float32)] for r in REF]
+    part = {"name": "p", "output": "features", "axis": -1, "start": 1, "stop": 3}  # [4, 1] against [4, 0]
+    value = 4 / math.sqrt(17)
+    for minimum, failed in ((value - 1e-9, False), (value + 1e-9, True)):
+        checks = spec(workdir, {"cosine": {"slices": [dict(part, min=minimum)]}})
+        measured = [compare_slice(checks.checks.cosine.slices[0], 1, reference, got, LABELS)]
+        assert measured[0].worst_cosine == pytest.approx(value)
+        assert bool(slice_failures(checks, measured)) is failed, minimum

@@ -79,6 +79,35 @@ def test_the_message_says_when_the_toolkit_refuses_a_layer_the_spec_asks_for_on_
     assert placement_failures(spec, Profile(2, 0, 2304, 13824, 3264, 19881, 0.05, []), "x") == []
 
 
+def _cpu_layers(n):
+    return [CpuLayer("AveragePool", f"avgpool{i}", "AveragePool", f"y{i}", "fallback to cpu") for i in range(n)]
+
+
+def test_a_budget_of_one_cpu_layer_passes_one_and_fails_two(workdir):
+    spec = spec_from_dict({"model": "avgpool.onnx", "checks": {"placement": {"cpu_ops": 1}}}, base_dir=workdir)
+    profile = lambda n: Profile(2, n, 2304, 13824, 3264, 19881, 0.05, _cpu_layers(n))
+    assert placement_failures(spec, profile(0), "x") == []
+    assert placement_failures(spec, profile(1), "x") == []
+    [line] = placement_failures(spec, profile(2), "rknn-toolkit2 2.5.0")
+    assert line.startswith("2 layers on the CPU where checks.placement allows 1: AveragePool 'avgpool0'")
+    assert "AveragePool 'avgpool1'" in line and "op_target: {'y0': 'npu', 'y1': 'npu'}" in line
+
+
+def test_allowed_op_types_are_not_counted_against_the_budget_and_others_are(workdir):
+    spec = spec_from_dict({"model": "avgpool.onnx", "checks": {"placement": {"cpu_ops": 1, "allow_cpu": ["Resize"]}}},
+                          base_dir=workdir)
+    resize = CpuLayer("Resize", "up", "Resize", "u", None)
+    fused = CpuLayer("ConvRelu", "conv", "Conv", "c", None)  # allowed by its ONNX op type as well
+    two = lambda *extra: Profile(2, 1 + len(extra), None, None, None, None, None, _cpu_layers(1) + list(extra))
+    assert placement_failures(spec, two(resize), "x") == []  # the Resize is not counted: 1 of 1
+    [line] = placement_failures(spec, two(fused), "x")
+    assert line.startswith("2 layers on the CPU where checks.placement allows 1 (besides Resize): ")
+    assert "ConvRelu 'conv', the toolkit gave no reason" in line
+    allow_conv = spec_from_dict({"model": "avgpool.onnx", "checks": {"placement": {"cpu_ops": 1, "allow_cpu": ["Conv"]}}},
+                                base_dir=workdir)
+    assert placement_failures(allow_conv, two(fused), "x") == []
+
+
 def test_every_example_has_its_profile_in_the_json_report_for_each_version(run_pytest, tmp_path):
     report = tmp_path / "report.json"
     result, _ = run_pytest(str(EXAMPLES), VERSIONS, f"--rknn-json={report}")
@@ -113,3 +142,42 @@ versions:
     spec.write_text(spec.read_text() + "gate: {cpu_ops: 1, memory: 0.5}\n")
     result, _ = run_pytest(str(spec), VERSIONS, "--rknn-compare-to=2.3.2")
     result.assert_outcomes(passed=2)
+
+
+def test_gates_set_only_under_one_version_judge_that_version(run_pytest, tmp_path):
+    """`gate:` and `baseline_gate:` given only under `versions: {"2.5.0": ...}` decide 2.5.0's comparisons:
+    one spec allows there what the base spec forbids, the other forbids what the base spec allows."""
+    # 2.3.2 and the base: the pool on the NPU; 2.5.0 moves it to the CPU (and its .rknn grows by a third, which
+    # no gate here judges)
+    moved = "convert: {op_target: {y: npu}}\n"
+    to_cpu = "convert: {op_target: {y: cpu}}"
+    specs = {
+        "gate_allows": moved + f'gate: {{memory: null}}\nversions: {{"2.5.0": {{{to_cpu}, gate: {{cpu_ops: 1}}}}}}\n',
+        "gate_forbids": moved + f'gate: {{cpu_ops: 3, memory: null}}\n'
+                                f'versions: {{"2.5.0": {{{to_cpu}, gate: {{cpu_ops: 0}}}}}}\n',
+        "baseline_allows": 'versions: {"2.5.0": {baseline_gate: {cpu_ops: 1}}}\n',
+        "baseline_forbids": 'baseline_gate: {cpu_ops: 3}\nversions: {"2.5.0": {baseline_gate: {cpu_ops: 0}}}\n',
+    }
+    for name, text in specs.items():
+        write_spec(tmp_path, name, AVGPOOL + text)
+    baseline = tmp_path / "bl"
+    result, _ = run_pytest(str(tmp_path), VERSIONS, f"--rknn-baseline={baseline}", "--rknn-baseline-update")
+    result.assert_outcomes(passed=8)
+    for name in ("baseline_allows", "baseline_forbids"):  # as if 2.5.0 had run the pool on the NPU before
+        [path] = baseline.rglob(f"{name}.json")
+        recorded = json.loads(path.read_text())
+        assert recorded["entries"]["2.5.0-sim"]["metrics"]["cpu_ops"] == 1
+        recorded["entries"]["2.5.0-sim"]["metrics"]["cpu_ops"] = 0
+        path.write_text(json.dumps(recorded))
+
+    report = tmp_path / "report.json"
+    result, _ = run_pytest(str(tmp_path), VERSIONS, f"--rknn-baseline={baseline}", "--rknn-compare-to=2.3.2",
+                           f"--rknn-json={report}")
+    verdicts = {(i["spec"], i["version"]): (i["class"], i["message"]) for i in _items(report)}
+    assert {key for key, (cls, _) in verdicts.items() if cls} == {("gate_forbids", "2.5.0"),
+                                                                  ("baseline_forbids", "2.5.0")}, verdicts
+    cls, message = verdicts["gate_forbids", "2.5.0"]
+    assert cls == "PLACEMENT" and message.startswith("upgrade gate vs 2.3.2 (this run): cpu_ops 1 vs 0 ")
+    assert "gate.cpu_ops allows 0" in message
+    cls, message = verdicts["baseline_forbids", "2.5.0"]
+    assert cls == "PLACEMENT" and "cpu_ops 1 vs 0 (worse by 1; baseline_gate.cpu_ops allows 0)" in message

@@ -137,6 +137,15 @@ def test_reduce_failure_writes_candidates_and_the_reduced_model(tmp_path):
         assert data["s0_i0"].shape == (1, 8, 8, 8) and data["s0_i0"].dtype == np.float32
     assert reduction.sentence(60) == (f"reduced to node 'upsample' (Resize, inputs (1, 8, 8, 8), (0), (4)): "
                                       f"{job_dir / 'reduced.onnx'}")
+    reduced = onnx.load(str(job_dir / "reduced.onnx"))  # the node alone, a model that loads and runs
+    onnx.checker.check_model(reduced, full_check=True)
+    assert [(n.name, n.op_type) for n in reduced.graph.node] == [("upsample", "Resize")]
+    assert [i.name for i in reduced.graph.input] == ["r1"] and [o.name for o in reduced.graph.output] == ["up"]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(reduced.SerializeToString(), providers=["CPUExecutionProvider"])
+    [up] = session.run(None, {"r1": np.ones((1, 8, 8, 8), np.float32)})
+    assert up.shape == (1, 8, 16, 16) and np.allclose(up, 1.0)
     # a failure of another kind in a candidate is not the same failure
     other = RknnError(CRASH, "rknn-toolkit2 2.5.0: worker killed by SIGABRT during build: E RKNN: ...")
     assert reduce_failure(job_dir, other, crashes_on_resize, budget=60, job_timeout=600).node is None
@@ -146,7 +155,9 @@ def test_an_exhausted_budget_names_the_smallest_failing_sub_graph_so_far(tmp_pat
     job_dir = fake_job(tmp_path)
     reduction = reduce_failure(job_dir, SEGV, crashes_on_resize, budget=1e-9, job_timeout=600)
     assert not reduction.complete and reduction.node is None and reduction.candidates == 0
-    assert reduction.nodes == 6 and (job_dir / "reduced.onnx").is_file()
+    assert reduction.nodes == 6
+    whole = onnx.load(str(job_dir / "reduced.onnx"))  # nothing cut yet: the smallest failing graph is all of it
+    assert [n.name for n in whole.graph.node] == ["conv1", "relu1", "upsample", "conv2", "relu2", "sigmoid"]
     assert reduction.sentence(1e-9).startswith("reduction stopped by --rknn-reduce-budget=1e-09 after 0 candidates")
     assert reduce_failure(job_dir, SEGV, crashes_on_resize, budget=0, job_timeout=600) is None  # off
 

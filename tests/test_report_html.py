@@ -538,3 +538,30 @@ def test_a_compared_output_is_charted_before_and_now_against_its_gate():
     assert "before and now · y axis zoomed, from 0.4<" in trend  # a zoomed axis says so
     lone = record("cnn", "2.5.0", outputs=[output("logits", 0.9999)])  # nothing compared: no such chart
     assert "before and now" not in report_html.render(document([lone]))
+
+
+def test_each_output_is_judged_and_coloured_by_its_own_threshold(workdir):
+    """checks.cosine.outputs gives `logits` a stricter line than `features`: at the same cosine 0.9995
+    logits fails and features passes, in the verdict, the results table and the chart alike."""
+    from pytest_rknn.judge import apply
+    from pytest_rknn.measurement import Measurement
+    from pytest_rknn.result import OutputMetrics, RunResult
+    from pytest_rknn.spec import spec_from_dict
+
+    spec = spec_from_dict({"model": "cnn.onnx", "checks": {"cosine": {"min": 0.99, "outputs": {"logits": 0.9999}}}},
+                          base_dir=workdir)
+    outputs = [OutputMetrics(name=name, ref_shape=[1, 10], samples=1, cosines=[0.9995], worst_cosine=0.9995,
+                             worst_label="a.png", max_abs=0.01) for name in ("features", "logits")]
+    result = RunResult(spec="cnn", version="2.5.0", backend="sim")
+    apply(result, spec, Measurement(outputs))
+    assert result.thresholds == {"cosine.features": 0.99, "cosine.logits": 0.9999}
+    assert result.failures == ["output 'logits' sample 0 (a.png): cosine 0.999500 < min 0.9999"]
+    page = report_html.render(document([dict(result.to_record(), fingerprint=fingerprint("2.5.0"))]))
+    bars = {name: attrs for attrs, name in re.findall(r'<rect class="bar"([^>]*)><title>2.5.0 sim (\w+): ', page)}
+    assert set(bars) == {"features", "logits"}
+    assert 'data-threshold="0.99"' in bars["features"] and "data-failed" not in bars["features"]
+    assert f'fill="{report_charts.PASSED_COLOUR}"' in bars["features"]
+    assert 'data-threshold="0.9999"' in bars["logits"] and 'data-failed="true"' in bars["logits"]
+    assert f'fill="{report_charts.FAILED_COLOUR}"' in bars["logits"]
+    cells = dict(re.findall(r'<span class="name">(\w+)</span><span class="([^"]+)"', page))
+    assert cells == {"features": "num", "logits": "num bad"}

@@ -107,6 +107,28 @@ def test_the_key_moves_with_what_decides_the_outputs_and_only_with_that(tmp_path
     assert len(set(moved.values())) == len(moved)
 
 
+def test_every_input_of_a_multi_input_calibration_sample_is_in_the_key(tmp_path):
+    """A two-input model's dataset.txt has one column per input: a new file for the second input alone,
+    or the two columns swapped, is another calibration and another key."""
+
+    def two_input_job(name, second=("img_02.png", "img_03.png"), swap=False):
+        folder = make_job(tmp_path / name, calibration=("img_00.png", "img_01.png") + tuple(second))
+        calib = folder / "calib"
+        rows = [(calib / "img_00.png", calib / second[0]), (calib / "img_01.png", calib / second[1])]
+        (folder / "dataset.txt").write_text("".join(f"{b} {a}\n" if swap else f"{a} {b}\n" for a, b in rows))
+        return folder
+
+    base = key(two_input_job("base"))
+    assert key(two_input_job("again")) == base
+    changed = two_input_job("second")
+    shutil.copy(IMAGES / "img_05.png", changed / "calib" / "img_03.png")  # the second input's file of sample 1
+    assert key(changed) != base
+    assert key(two_input_job("other", second=("img_02.png", "img_04.png"))) != base
+    assert key(two_input_job("swapped", swap=True)) != base
+    material = key_material(two_input_job("material"), ENVIRONMENT, WORKER_SHA)
+    assert [len(row) for row in material["dataset"]] == [2, 2]
+
+
 def test_external_data_files_are_part_of_the_key(tmp_path):
     model = onnx.load(str(MODELS / "cnn.onnx"))
     folder = tmp_path / "ext"
