@@ -600,6 +600,45 @@ def test_overlay_with_no_boxes_is_the_image_twice(tmp_path):
     assert (pixels[TITLE_HEIGHT:, :40] == (10, 200, 30)).all()
 
 
+LABELLED = dict(layout="heads", counts=[("a.jpg", 3, 3)], ref_map50=0.75, agreement_map50=1.0)
+UNLABELLED = dict(layout="heads", counts=[("a.jpg", 3, 3)])
+
+
+@pytest.mark.parametrize("gate, figures, at_the_line, beyond", [
+    ({"count_tolerance": 1}, UNLABELLED, {"counts": [("a.jpg", 4, 3), ("b.jpg", 2, 3)], "agreement_map50": 0.9},
+     {"counts": [("a.jpg", 4, 3), ("b.jpg", 1, 3)], "agreement_map50": 0.9}),
+    ({"count_tolerance": 0}, UNLABELLED, {"counts": [("a.jpg", 3, 3)], "agreement_map50": 0.9},
+     {"counts": [("a.jpg", 4, 3)], "agreement_map50": 0.9}),
+    ({"map50_ratio": 0.5}, LABELLED, {"map50": 0.375}, {"map50": 0.3749}),  # 0.5 x onnxruntime's 0.75
+    ({"map50_ratio": 0.75}, UNLABELLED, {"agreement_map50": 0.75}, {"agreement_map50": 0.7499}),  # x 1.0
+    ({"max_map50_drop": 0.25}, LABELLED, {"map50": 0.5}, {"map50": 0.4999}),  # 0.75 - 0.5
+    ({"max_map50_drop": 0.25}, UNLABELLED, {"agreement_map50": 0.75}, {"agreement_map50": 0.7499}),  # 1.0 - 0.75
+    ({"min_agreement_map50": 0.5}, LABELLED, {"map50": 0.75, "agreement_map50": 0.5},
+     {"map50": 0.75, "agreement_map50": 0.4999}),
+])
+def test_each_detection_gate_passes_at_its_line_and_fails_just_beyond(gate, figures, at_the_line, beyond):
+    check = YoloV5Check(**{"count_tolerance": None, **gate})
+    assert detection_failures(check, DetectionMetrics(**{**figures, **at_the_line})) == []
+    [line] = detection_failures(check, DetectionMetrics(**{**figures, **beyond}))
+    assert line.startswith("yolov5: ")
+
+
+def test_a_stored_map_without_onnxruntimes_fails_the_map_gates_instead_of_passing():
+    figures = DetectionMetrics(layout="heads", counts=[], map50=0.9, agreement_map50=1.0)  # ref_map50 lost
+    lines = detection_failures(YoloV5Check(map50_ratio=0.1, max_map50_drop=1.0), figures)
+    assert len(lines) == 2 and lines[0].endswith("mAP@0.5 0.9000 vs onnxruntime unknown (ground truth)")
+    nan = DetectionMetrics(layout="heads", counts=[])  # no agreement figure: NaN never passes
+    assert len(detection_failures(YoloV5Check(min_agreement_map50=0.0, map50_ratio=1e-9), nan)) == 2
+
+
+def test_the_count_gate_names_five_images_and_counts_the_rest():
+    counts = [(f"{i}.jpg", 0, 2) for i in range(7)] + [("ok.jpg", 2, 2)]
+    [line] = detection_failures(YoloV5Check(count_tolerance=1), DetectionMetrics("heads", counts, agreement_map50=1.0))
+    assert line.startswith("yolov5: detection counts differ by more than 1 on 7 of 8 images (RKNN vs onnxruntime: "
+                           "0.jpg: 0 vs 2, 1.jpg: 0 vs 2, 2.jpg: 0 vs 2, 3.jpg: 0 vs 2, 4.jpg: 0 vs 2, and 2 more); "
+                           "agreement mAP@0.5 with onnxruntime 1.0000")
+
+
 def test_stored_figures_are_judged_by_the_gates_of_the_check_given():
     """Gating is apart from measuring: the same figures pass one check and fail a stricter one, each
     gate with its own line; min_agreement_map50 is a gate too."""

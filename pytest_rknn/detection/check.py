@@ -191,7 +191,8 @@ def _pair(result: dict) -> Tuple[float, float]:
 
 def _map_summary(m: DetectionMetrics) -> str:
     if m.map50 is not None:
-        return f"mAP@0.5 {m.map50:.4f} vs onnxruntime {m.ref_map50:.4f} (ground truth)"
+        reference = "unknown" if m.ref_map50 is None else f"{m.ref_map50:.4f}"
+        return f"mAP@0.5 {m.map50:.4f} vs onnxruntime {reference} (ground truth)"
     return f"agreement mAP@0.5 with onnxruntime {m.agreement_map50:.4f}"
 
 
