@@ -17,10 +17,11 @@ import pytest
 
 from conftest import EXAMPLES, FIXTURES, IMAGES, MODELS, UV_CACHE, write_spec
 
-from pytest_rknn import decoded_images
+from pytest_rknn import decoded_images, measurement
 from pytest_rknn.onnx_model import model_info, read_model_info
 from pytest_rknn.result_cache import (DEFAULT_MAX_BYTES, HIT, MANIFEST, MISS, RKNN, USED, ResultCache, arrays_digest,
                                       inputs_digest, key_material, key_of, parse_size)
+from pytest_rknn.spec import _deep_merge, spec_from_dict
 
 ENVIRONMENT = ["3.11.2", ["numpy==1.26.4", "rknn-toolkit2==2.5.0"]]
 WORKER_SHA = "w" * 64
@@ -562,3 +563,59 @@ def test_two_runs_that_want_the_same_job_at_once_run_it_once(workdir, tmp_path, 
     states = sorted(json_items(tmp_path / f"r{n}.json")[("cnn", "2.5.0", "sim")]["cache"] for n in range(2))
     assert states == [HIT, MISS]  # without the lock both start a worker at once: two misses
     assert len(entries(cache)) == 1
+
+
+def test_the_measurement_key_moves_with_each_of_its_inputs_alone_and_not_with_a_threshold(tmp_path, monkeypatch):
+    """measurement.key: what decides the judge's figures (the job, the metric settings, the sample names, the
+    slices, a detector's overlays, images and labels, the host packages, this package's code); never a threshold."""
+    shutil.copy(MODELS / "cnn.onnx", tmp_path / "cnn.onnx")
+    for name in ("a.png", "b.png"):
+        shutil.copy(IMAGES / "img_00.png", tmp_path / name)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    base = {"model": "cnn.onnx", "checks": {"yolov5": {"labels": "labels", "overlays": 3},
+                                            "cosine": {"slices": [{"name": "s", "output": "logits", "stop": 4}]}}}
+
+    def key(job="j" * 64, changes=None, labels=("a.png", "b.png"), images=("a.png", "b.png")):
+        spec = spec_from_dict(_deep_merge(base, changes or {}), base_dir=tmp_path)
+        return measurement.key(job, spec, list(labels), [str(tmp_path / p) for p in images])
+
+    def merged(changes):
+        return key(changes=changes)
+
+    same = key()
+    assert key() == same
+    assert merged({"checks": {"cosine": {"min": 0.5}, "yolov5": {"count_tolerance": 4, "map50_ratio": 0.5}},
+                   "gate": {"cosine": 0.1}, "baseline_gate": {"map50": 0.2}, "timeout": 5}) == same  # thresholds
+    moved = {
+        "job": key(job="k" * 64),
+        "metric settings": merged({"reference": {"apply_mean_std": False}}),
+        "detector decoding": merged({"checks": {"yolov5": {"conf_threshold": 0.3}}}),
+        "sample names": key(labels=("a.png", "c.png")),
+        "overlays": merged({"checks": {"yolov5": {"overlays": 1}}}),
+        "slices": merged({"checks": {"cosine": {"slices": [{"name": "s", "output": "logits", "stop": 5}]}}}),
+    }
+    shutil.copy(IMAGES / "img_01.png", tmp_path / "b.png")  # same name, other pixels
+    moved["image bytes"] = key()
+    shutil.copy(IMAGES / "img_00.png", tmp_path / "b.png")
+    assert key() == same
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.3 0.2\n")
+    moved["label file"] = key()
+    (tmp_path / "labels" / "b.txt").write_text("")
+    moved["a new label file"] = key()
+    monkeypatch.setattr(measurement, "host_versions", lambda: {"python": "3.11.7", "onnxruntime": "0.0.1"})
+    moved["host packages"] = key()
+    monkeypatch.setattr(measurement, "code_digest", lambda: "c" * 64)
+    moved["code"] = key()
+    assert {name: k for name, k in moved.items() if k == same} == {}
+    assert len(set(moved.values())) == len(moved)
+    assert measurement.key(None, spec_from_dict(base, base_dir=tmp_path), [], []) is None  # the cache is off
+
+
+def test_without_a_detector_images_and_labels_are_not_in_the_measurement_key(tmp_path):
+    shutil.copy(MODELS / "cnn.onnx", tmp_path / "cnn.onnx")
+    shutil.copy(IMAGES / "img_00.png", tmp_path / "a.png")
+    spec = spec_from_dict({"model": "cnn.onnx"}, base_dir=tmp_path)
+    before = measurement.key("j" * 64, spec, ["a.png"], [str(tmp_path / "a.png")])
+    shutil.copy(IMAGES / "img_01.png", tmp_path / "a.png")  # the job key holds the pixels a cosine is computed on
+    assert measurement.key("j" * 64, spec, ["a.png"], [str(tmp_path / "a.png")]) == before

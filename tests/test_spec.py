@@ -3,7 +3,7 @@
 import pytest
 
 from pytest_rknn.errors import SPEC, SpecError
-from pytest_rknn.spec import FileInput, ImageInput, RandomInput, load_spec, spec_from_dict
+from pytest_rknn.spec import FileInput, ImageInput, RandomInput, _deep_merge, load_spec, spec_from_dict
 
 from conftest import write_spec
 
@@ -131,6 +131,53 @@ def test_the_metrics_config_hash_ignores_tolerances_but_not_the_conversion(workd
                           base_dir=workdir).metrics_config_hash() == same
     assert spec_from_dict({**base, "convert": {"optimization_level": 2}},
                           base_dir=workdir).metrics_config_hash() != same
+
+
+YOLO = {"checks": {"yolov5": {}}}
+# One change each to what decides the metrics: the baseline's config hash must move with every one alone.
+METRIC_SETTINGS = {
+    "target": {"target": "rk3566"},
+    "inputs": {"inputs": {"images": {"random": [0, 2]}}},
+    "convert": {"convert": {"mean_values": [[1, 1, 1]]}},
+    "quantize": {"convert": {"quantize": {"dataset": "*.onnx"}}},
+    "reference": {"reference": {"apply_mean_std": False}},
+    **{f"yolov5 {key}": {"checks": {"yolov5": {key: value}}} for key, value in {
+        "layout": "heads", "anchors": [[10, 13, 16, 30, 33, 23]], "strides": [16], "conf_threshold": 0.3,
+        "iou_threshold": 0.5, "max_detections": 10, "labels": "labels.json"}.items()},
+}
+# Tolerances, gates and run settings: a baseline survives them.
+NOT_METRIC_SETTINGS = [
+    {"checks": {"cosine": {"min": 0.5, "outputs": {"logits": 0.9}}, "max_abs": 2, "vs_sim_cosine": 0.9,
+                "placement": {"cpu_ops": 3}, "latency": {"max_ms": 3, "runs": 4}}},
+    {"checks": {"yolov5": {"count_tolerance": 3, "map50_ratio": 0.5, "max_map50_drop": 0.1,
+                           "min_agreement_map50": 0.2, "overlays": 0}}},
+    {"gate": {"cosine": 0.1}, "baseline_gate": {"map50": 0.3}, "timeout": 3},
+    {"versions": {"2.3.2": {"convert": {"optimization_level": 1}}}},
+]
+
+
+def test_each_metric_setting_alone_moves_the_metrics_config_hash_and_no_tolerance_does(workdir):
+    def digest(*changes):
+        data = {"model": "cnn.onnx", **YOLO}
+        for change in changes:
+            data = _deep_merge(data, change)
+        return spec_from_dict(data, base_dir=workdir).metrics_config_hash()
+
+    same = digest()
+    moved = {name: digest(change) for name, change in METRIC_SETTINGS.items()}
+    assert [name for name, value in moved.items() if value == same] == []
+    assert len(set(moved.values())) == len(moved)
+    assert [change for change in NOT_METRIC_SETTINGS if digest(change) != same] == []
+
+
+def test_the_config_hash_moves_with_every_key_but_versions(workdir):
+    def digest(change):
+        return spec_from_dict(_deep_merge({"model": "cnn.onnx"}, change), base_dir=workdir).config_hash()
+
+    same = digest({})
+    assert digest({"versions": {"2.3.2": {"convert": {"optimization_level": 1}}}}) == same
+    changes = [*METRIC_SETTINGS.values(), *NOT_METRIC_SETTINGS[:3]]
+    assert [change for change in changes if digest(change) == same] == []
 
 
 @pytest.mark.parametrize("text, field, words", [
