@@ -8,6 +8,7 @@ import pytest
 from pytest_rknn.checks import evaluate, slice_failures
 from pytest_rknn.errors import SpecError
 from pytest_rknn.metrics import compare_output, compare_outputs, compare_slice, cosine
+from pytest_rknn.result import OutputMetrics
 from pytest_rknn.spec import spec_from_dict
 
 RNG = np.random.default_rng(0)
@@ -123,3 +124,36 @@ def test_a_slice_at_its_minimum_passes_and_just_under_it_fails(workdir):
         measured = [compare_slice(checks.checks.cosine.slices[0], 1, reference, got, LABELS)]
         assert measured[0].worst_cosine == pytest.approx(value)
         assert bool(slice_failures(checks, measured)) is failed, minimum
+
+
+def _output(name, cosine, max_abs=0.1, vs_sim=None):
+    return OutputMetrics(name=name, ref_shape=[1, 10], samples=1, cosines=[cosine], worst_cosine=cosine,
+                         worst_label="a.png", max_abs=max_abs, vs_sim_cosine=vs_sim)
+
+
+@pytest.mark.parametrize("checks, at_the_line, beyond", [
+    ({"cosine": 0.99}, _output("logits", 0.99), _output("logits", 0.98999)),
+    ({"cosine": {"min": 0.5, "outputs": {"logits": 0.99}}}, _output("logits", 0.99), _output("logits", 0.98999)),
+    ({"cosine": {"min": 0.99, "outputs": {"features": 0.5}}}, _output("logits", 0.99), _output("logits", 0.98999)),
+    ({"max_abs": 0.5}, _output("logits", 1.0, max_abs=0.5), _output("logits", 1.0, max_abs=0.50001)),
+    ({"max_abs": {"max": 9, "outputs": {"logits": 0.5}}}, _output("logits", 1.0, max_abs=0.5),
+     _output("logits", 1.0, max_abs=0.50001)),
+    ({"vs_sim_cosine": 0.999}, _output("logits", 1.0, vs_sim=0.999), _output("logits", 1.0, vs_sim=0.99899)),
+    ({"vs_sim_cosine": {"min": 0.5, "outputs": {"logits": 0.999}}}, _output("logits", 1.0, vs_sim=0.999),
+     _output("logits", 1.0, vs_sim=0.99899)),
+])
+def test_each_output_threshold_passes_at_its_line_and_fails_just_beyond(workdir, checks, at_the_line, beyond):
+    judged = spec(workdir, checks)
+    other = _output("features", 1.0, max_abs=0.0, vs_sim=1.0)
+    assert evaluate(judged, [at_the_line, other]) == []
+    [line] = evaluate(judged, [beyond, other])
+    assert line.startswith("output 'logits'")
+
+
+def test_the_board_vs_simulator_line_gives_both_cosines_and_is_judged_only_for_board_items(workdir):
+    judged = spec(workdir, {"cosine": 0.9, "vs_sim_cosine": 0.9999})
+    assert evaluate(judged, [_output("logits", 0.95, vs_sim=None)]) == []  # a simulator item has no vs_sim
+    assert evaluate(judged, [_output("logits", 0.95, vs_sim=0.998)]) == [
+        "output 'logits': board vs simulator cosine 0.998000 < checks.vs_sim_cosine min 0.9999, while against "
+        "onnxruntime it is 0.950000 (min 0.9)"]
+    assert evaluate(spec(workdir, {"vs_sim_cosine": None}), [_output("logits", 1.0, vs_sim=0.5)]) == []

@@ -99,6 +99,34 @@ versions:
     assert old.config_hash() != spec.for_version("2.5.0").config_hash()
 
 
+def test_an_override_replaces_lists_and_switches_checks_off_with_null_and_only_for_its_version(workdir):
+    spec = spec_from_dict({
+        "model": "cnn.onnx", "target": "rk3588",
+        "convert": {"mean_values": [[0, 0, 0]], "std_values": [[255, 255, 255]], "optimization_level": 3},
+        "checks": {"cosine": {"min": 0.99, "slices": [{"name": "a", "output": "logits", "stop": 2}]}, "max_abs": 0.5,
+                   "placement": 0},
+        "gate": {"cosine": 0.01}, "baseline_gate": {"cosine": 0.02},
+        "versions": {"2.3.2": {"target": "rk3566", "convert": {"mean_values": [[1, 2, 3]]},
+                               "checks": {"max_abs": None, "placement": {"allow_cpu": ["Resize"]},
+                                          "cosine": {"slices": []}},
+                               "gate": {"map50": 0.5}, "baseline_gate": {"cosine": None}, "timeout": 9}},
+    }, base_dir=workdir)
+    old, new = spec.for_version("2.3.2"), spec.for_version("2.5.0")
+    assert (old.target, new.target) == ("rk3566", "rk3588")
+    assert old.convert.mean_values == [[1, 2, 3]] and old.convert.std_values == [[255, 255, 255]]
+    assert old.convert.optimization_level == 3  # a sibling of the overridden key stays
+    assert old.checks.max_abs is None and new.checks.max_abs.max == 0.5
+    assert (old.checks.placement.cpu_ops, old.checks.placement.allow_cpu) == (0, ["Resize"])
+    assert old.checks.cosine.slices == [] and [p.name for p in new.checks.cosine.slices] == ["a"]
+    assert old.checks.cosine.min == 0.99
+    assert old.gate.allowed()["map50"] == 0.5 and old.gate.allowed()["cosine"] == 0.01 and new.gate.map50 == 0.01
+    assert "cosine" not in old.baseline_gate.allowed() and new.baseline_gate.cosine == 0.02
+    assert (old.timeout, new.timeout) == (9, None)
+    assert (old.version, new.version) == ("2.3.2", "2.5.0")
+    assert new.for_version("2.3.2") == old  # a version's spec gives the file's spec for another version
+    assert spec.raw["versions"]["2.3.2"]["convert"] == {"mean_values": [[1, 2, 3]]}  # merging copies
+
+
 def test_a_bad_version_override_is_found_when_the_spec_is_loaded(workdir):
     error = spec_error(workdir, "model: cnn.onnx\nversions:\n  2.3.2: {checks: {cosine: {min: 2}}}\n")
     assert error.field == "versions.2.3.2.checks.cosine.min"
