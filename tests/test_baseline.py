@@ -8,7 +8,7 @@ import pytest
 
 from pytest_rknn.atomic import write_atomic
 from pytest_rknn.baseline import BaselineStore
-from pytest_rknn.comparisons import Comparisons, compare_metrics, failure_class
+from pytest_rknn.comparisons import Comparisons, compare_metrics, failure_class, worst_per_family
 from pytest_rknn.errors import RknnError
 from pytest_rknn.result import OutputMetrics, RunResult
 from pytest_rknn.spec import spec_from_dict
@@ -277,3 +277,48 @@ def test_a_strict_baseline_fails_an_item_without_an_entry_and_a_lenient_one_warn
     assert strict.failure_class == "SPEC" and strict.message == (
         f"{lenient.warnings[0]} (--rknn-baseline-strict: every item needs its baseline)")
     assert "record it with --rknn-baseline-update" in strict.message
+
+
+@pytest.mark.parametrize("metric, reference, at_the_line, beyond, allowed", [
+    ("cosine.a", 0.999, 0.997, 0.99699, 0.002),  # a drop
+    ("vs_sim_cosine.a", 0.99995, 0.99985, 0.99984, 0.0001),
+    ("map50", 0.75, 0.5, 0.4999, 0.25),
+    ("agreement_map50", 1.0, 0.98, 0.9799, 0.02),
+    ("max_abs.a", 0.1, 0.35, 0.35001, 0.25),  # a growth
+    ("cpu_ops", 1, 2, 3, 1),
+    ("cycles", 1000, 1050, 1051, 0.05),  # a relative growth
+    ("memory.weight", 2000, 2200, 2201, 0.10),
+    ("latency.median_ms", 8.0, 10.0, 10.01, 0.25),
+])
+def test_each_gate_allows_exactly_its_worsening_and_fails_just_beyond(metric, reference, at_the_line, beyond, allowed):
+    family = metric.split(".")[0]
+    deltas, failures = compare_metrics({metric: at_the_line}, {metric: reference}, {family: allowed}, "x", "gate")
+    assert failures == [] and deltas[metric]["failed"] is False and deltas[metric]["allowed"] == allowed
+    deltas, failures = compare_metrics({metric: beyond}, {metric: reference}, {family: allowed}, "x", "gate")
+    assert deltas[metric]["failed"] is True and len(failures) == 1
+    assert failures[0].startswith(f"x: {metric} {beyond:.6g} vs {reference:.6g} (")
+    assert f"gate.{family} allows" in failures[0]
+    assert compare_metrics({metric: beyond}, {metric: reference}, {}, "x", "gate")[1] == []  # no gate, no failure
+
+
+def test_growth_from_zero_is_infinite_for_relative_costs_and_counted_for_absolute_ones():
+    deltas, failures = compare_metrics({"cycles": 5, "cpu_ops": 1}, {"cycles": 0, "cpu_ops": 0},
+                                       {"cycles": 10.0, "cpu_ops": 1}, "x", "gate")
+    assert failures == ["x: cycles 5 vs 0 (more, from 0; gate.cycles allows 1000% more)"]
+    assert deltas["cpu_ops"]["failed"] is False and deltas["cycles"]["delta"] == 5
+
+
+def test_the_summary_shows_the_worst_change_of_each_family_and_others_only_when_they_failed():
+    deltas = {"cosine.a": {"delta": -0.001, "failed": False}, "cosine.b": {"delta": -0.002, "failed": False},
+              "max_abs.a": {"delta": 0.5, "failed": False}, "cycles": {"delta": 10, "failed": True},
+              "map50": {"delta": -0.01, "failed": False}, "agreement_map50": {"delta": -0.2, "failed": False}}
+    worst = worst_per_family(deltas)
+    assert worst == {"cosine": deltas["cosine.b"], "cycles": deltas["cycles"], "map50": deltas["map50"]}
+    failed_first = worst_per_family({"cosine.a": {"delta": -0.1, "failed": False},
+                                     "cosine.b": {"delta": -0.001, "failed": True}})
+    assert failed_first == {"cosine": {"delta": -0.001, "failed": True}}  # a failed one before a larger change
+    assert worst_per_family({"max_abs.a": {"delta": 0.1, "failed": False},
+                             "max_abs.b": {"delta": 0.3, "failed": True}, "cpu_ops": {"delta": 2, "failed": True},
+                             "agreement_map50": {"delta": -0.3, "failed": False}}) == {
+        "max_abs": {"delta": 0.3, "failed": True}, "cpu_ops": {"delta": 2, "failed": True},
+        "agreement_map50": {"delta": -0.3, "failed": False}}
