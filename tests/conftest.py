@@ -11,6 +11,11 @@ MODELS = FIXTURES / "models"
 IMAGES = FIXTURES / "data" / "images"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "starts_process: a unit test that starts a small program of its own, never "
+                                       "pytest-rknn's code (benchmarks/mutation_unit_tests.py lets it)")
+
+
 @pytest.fixture
 def workdir(tmp_path):
     """A folder holding copies of the fixture models, for specs written by a test."""

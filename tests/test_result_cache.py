@@ -18,9 +18,11 @@ import pytest
 from conftest import EXAMPLES, FIXTURES, IMAGES, MODELS, UV_CACHE, write_spec
 
 from pytest_rknn import decoded_images, measurement
+from pytest_rknn.errors import RknnWarning
 from pytest_rknn.onnx_model import model_info, read_model_info
 from pytest_rknn.result_cache import (DEFAULT_MAX_BYTES, HIT, MANIFEST, MISS, RKNN, USED, ResultCache, arrays_digest,
-                                      inputs_digest, key_material, key_of, parse_size)
+                                      environment_of, environment_signature, inputs_digest, key_material, key_of,
+                                      parse_size)
 from pytest_rknn.spec import _deep_merge, spec_from_dict
 
 ENVIRONMENT = ["3.11.2", ["numpy==1.26.4", "rknn-toolkit2==2.5.0"]]
@@ -145,6 +147,110 @@ def test_external_data_files_are_part_of_the_key(tmp_path):
     data[0] ^= 1
     (folder / "weights.bin").write_bytes(bytes(data))
     assert key(job) != before
+
+
+def test_the_key_material_is_every_part_that_decides_the_outputs_and_nothing_else(tmp_path):
+    """The whole material of a job, each part computed on its own: what a reader of a cache entry's key
+    can rely on (and what a change of the layout must bump FORMAT for)."""
+    from pytest_rknn.onnx_model import file_sha256
+    from pytest_rknn.result_cache import FORMAT
+
+    folder = make_job(tmp_path / "job", verbose=True, rknn_name="cnn.rknn")
+    job = json.loads((folder / "job.json").read_text())
+    material = key_material(folder, ENVIRONMENT, WORKER_SHA)
+    calib = folder / "calib"
+    assert material == {
+        "format": FORMAT,
+        "job": {k: job[k] for k in sorted(job) if k not in ("model", "dataset", "rknn_name")},
+        "model": {"onnx": file_sha256(folder / "model.onnx"), "external_data": {}},
+        "inputs": inputs_digest(folder / "inputs.npz"),
+        "dataset": [[(".png", file_sha256(calib / "img_00.png"))], [(".png", file_sha256(calib / "img_01.png"))]],
+        "environment": ENVIRONMENT,
+        "worker": WORKER_SHA,
+    }
+    assert list(material["job"]) == sorted(material["job"])
+    assert key_of(material) == hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    assert key_material(folder, ENVIRONMENT, WORKER_SHA, inputs="given")["inputs"] == "given"  # not read again
+    fp16 = make_job(tmp_path / "fp16", quantize=False, dataset=None)
+    assert key_material(fp16, ENVIRONMENT, WORKER_SHA)["dataset"] is None
+
+
+def fake_venv(folder, packages=("numpy-1.26.4.dist-info", "rknn"), script=None):
+    """A virtualenv laid out as venv makes it; its `python` a shell script (`script`) or a plain file."""
+    python = folder / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(script or "not a program\n")
+    python.chmod(0o755)
+    (folder / "pyvenv.cfg").write_text("home = /usr/bin\nversion = 3.11.7\n")
+    site = folder / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    for name in packages:
+        (site / name).mkdir()
+    return python, site
+
+
+def test_an_environments_signature_changes_with_its_packages_and_needs_a_venv_layout(tmp_path):
+    python, site = fake_venv(tmp_path / "env")
+    signature = environment_signature(str(python))
+    assert signature == {"python": str(python), "pyvenv.cfg": "home = /usr/bin\nversion = 3.11.7\n",
+                         "site-packages": ["numpy-1.26.4.dist-info", "rknn"], "mtime_ns": site.stat().st_mtime_ns}
+    (site / "numpy-1.26.4.dist-info").rename(site / "numpy-1.26.3.dist-info")
+    assert environment_signature(str(python))["site-packages"] == ["numpy-1.26.3.dist-info", "rknn"]
+    (tmp_path / "env" / "pyvenv.cfg").write_text("home = /opt/python3.11/bin\n")
+    assert environment_signature(str(python))["pyvenv.cfg"] == "home = /opt/python3.11/bin\n"
+    (tmp_path / "env" / "lib" / "python3.12" / "site-packages").mkdir(parents=True)
+    assert environment_signature(str(python)) is None  # two site-packages: not a venv's layout
+    bare, _ = fake_venv(tmp_path / "bare")
+    (tmp_path / "bare" / "pyvenv.cfg").unlink()
+    assert environment_signature(str(bare)) is None
+
+
+# A toolkit environment's Python: this test's own Python, run through a script that counts its runs.
+LISTING = f'''#!/bin/sh
+echo run >> "$(dirname "$0")/runs"
+exec {sys.executable} "$@"
+'''
+
+
+@pytest.mark.starts_process  # a shell script standing in for the toolkit environment's Python
+def test_an_environment_is_asked_once_and_kept_while_its_signature_holds(tmp_path):
+    python, site = fake_venv(tmp_path / "env", script=LISTING)
+    runs = python.parent / "runs"
+    listed = environment_of(str(python))
+    assert listed[0] == sys.version and f"numpy=={np.__version__}" in listed[1] and listed[1] == sorted(listed[1])
+    assert runs.read_text().count("run") == 1
+    cache = ResultCache(tmp_path / "cache")
+    job = make_job(tmp_path / "job")
+    key = cache.key_for(str(python), job)
+    assert key == key_of(key_material(job, listed, cache._worker_sha256)) and runs.read_text().count("run") == 2
+    given = cache.key_for(str(python), job, inputs=inputs_digest(job / "inputs.npz"),
+                          model=read_model_info(job / "model.onnx"))  # what the runner has at hand
+    assert given == key
+    assert cache.key_for(str(python), job) == key and runs.read_text().count("run") == 2  # kept in memory
+    assert ResultCache(tmp_path / "cache").key_for(str(python), job) == key  # on disk: a new session asks nothing
+    assert runs.read_text().count("run") == 2
+    (site / "torch").mkdir()  # a package installed: asked again
+    assert ResultCache(tmp_path / "cache").key_for(str(python), job) == key and runs.read_text().count("run") == 3
+    [record] = (tmp_path / "cache" / "environments").glob("*.json")
+    record.write_text("{not json")  # unreadable: asked again, and written whole again
+    assert ResultCache(tmp_path / "cache").key_for(str(python), job) == key and runs.read_text().count("run") == 4
+    assert json.loads(record.read_text())["environment"] == listed
+    bare = tmp_path / "bare" / "python"  # not in a virtualenv: asked every time, nothing recorded
+    bare.parent.mkdir()
+    bare.write_text(LISTING)
+    bare.chmod(0o755)
+    assert ResultCache(tmp_path / "other").key_for(str(bare), job) == key
+    assert (bare.parent / "runs").read_text().count("run") == 1 and not (tmp_path / "other" / "environments").exists()
+
+
+@pytest.mark.starts_process
+def test_a_python_that_cannot_list_its_packages_gives_no_key_and_a_warning(tmp_path):
+    python, _ = fake_venv(tmp_path / "env", script="#!/bin/sh\nexit 3\n")
+    with pytest.raises(OSError, match=r"could not list its packages \(exit status 3\)"):
+        environment_of(str(python))
+    job = make_job(tmp_path / "job")
+    with pytest.warns(RknnWarning, match=rf"result cache: no key for {job}, so it is neither looked up nor stored: "):
+        assert ResultCache(tmp_path / "cache").key_for(str(python), job) is None
 
 
 # ---------------------------------------------------------------- entries

@@ -122,7 +122,7 @@ def test_an_override_replaces_lists_and_switches_checks_off_with_null_and_only_f
     assert old.gate.allowed()["map50"] == 0.5 and old.gate.allowed()["cosine"] == 0.01 and new.gate.map50 == 0.01
     assert "cosine" not in old.baseline_gate.allowed() and new.baseline_gate.cosine == 0.02
     assert (old.timeout, new.timeout) == (9, None)
-    assert (old.version, new.version) == ("2.3.2", "2.5.0")
+    assert (old.version, new.version) == ("2.3.2", "2.5.0") and old.name == new.name == "cnn"
     assert new.for_version("2.3.2") == old  # a version's spec gives the file's spec for another version
     assert spec.raw["versions"]["2.3.2"]["convert"] == {"mean_values": [[1, 2, 3]]}  # merging copies
 
@@ -196,6 +196,17 @@ def test_each_metric_setting_alone_moves_the_metrics_config_hash_and_no_toleranc
     assert [name for name, value in moved.items() if value == same] == []
     assert len(set(moved.values())) == len(moved)
     assert [change for change in NOT_METRIC_SETTINGS if digest(change) != same] == []
+
+
+def test_the_metrics_config_hash_is_stable_so_baselines_recorded_before_are_found(workdir):
+    """A baseline entry is found by this hash: the same spec must give the same hash in every pytest-rknn
+    release, or every recorded baseline goes missing at once (and --rknn-baseline-strict fails every item).
+    A change here must be deliberate, and said in the release notes."""
+    assert spec_from_dict({"model": "cnn.onnx"}, base_dir=workdir).metrics_config_hash() == "73f437f5be16acd0"
+    detector = spec_from_dict({"model": "cnn.onnx", "target": "rk3566", "inputs": {"images": {"random": [0, 1]}},
+                               "convert": {"mean_values": [[0, 0, 0]]}, "reference": {"apply_mean_std": False},
+                               "checks": {"yolov5": {"conf_threshold": 0.3}}}, base_dir=workdir)
+    assert detector.metrics_config_hash() == "95923d1627d78aac"
 
 
 def test_the_config_hash_moves_with_every_key_but_versions(workdir):
