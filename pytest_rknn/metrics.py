@@ -39,7 +39,8 @@ def compare_output(name: str, reference: Sequence[np.ndarray], got: Sequence[Opt
             cosines.append(float("nan"))
             continue
         out = np.asarray(out)
-        metrics.shape = list(out.shape)
+        if metrics.shape_ok:  # after a mismatch, the shape that did not match stays (the failure line names it)
+            metrics.shape = list(out.shape)
         if not _same_shape(ref, out):
             metrics.shape_ok = False
             cosines.append(float("nan"))

@@ -1,6 +1,7 @@
 """Metrics and checks: cosine in float64 per sample, NaN never passes, messages carry the numbers."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from pytest_rknn.checks import evaluate, slice_failures
 from pytest_rknn.errors import SpecError
 from pytest_rknn.metrics import compare_output, compare_outputs, compare_slice, cosine
-from pytest_rknn.result import OutputMetrics
+from pytest_rknn.result import OutputMetrics, SliceMetrics, format_cosine
 from pytest_rknn.spec import spec_from_dict
 
 RNG = np.random.default_rng(0)
@@ -45,11 +46,11 @@ def test_a_too_strict_threshold_fails_with_output_sample_value_and_threshold(wor
     assert evaluate(spec(workdir, {"cosine": {"min": 0.9, "outputs": {"logits": 0.95}}}), metrics) == []
 
 
-def test_an_all_zero_output_fails_even_a_lenient_threshold(workdir):
+def test_an_all_zero_output_fails_even_a_lenient_threshold_and_the_line_says_the_cosine_is_undefined(workdir):
     metrics = compare_outputs(["logits"], [[r] for r in REF], [[np.zeros_like(r)] for r in REF], LABELS)
-    failures = evaluate(spec(workdir, {"cosine": {"min": -1.0}}), metrics)
-    assert len(failures) == 1 and "cosine nan" in failures[0] and "all-zero" in failures[0]
-    assert "the RKNN output is all zeros" in metrics[0].notes[0]
+    assert evaluate(spec(workdir, {"cosine": {"min": -1.0}}), metrics) == [
+        "output 'logits' sample 0 (a.png): cosine nan < min -1.0 (undefined: an all-zero side)"]
+    assert metrics[0].notes[0] == "sample 0 (a.png): cosine undefined, the RKNN output is all zeros"
 
 
 def test_nan_in_the_output_fails_before_cosine_unless_the_reference_has_it_too(workdir):
@@ -77,13 +78,6 @@ def test_max_abs_is_optional_and_per_output(workdir):
     assert evaluate(spec(workdir, {"cosine": -1}), metrics) == []
     failures = evaluate(spec(workdir, {"cosine": -1, "max_abs": 0.1}), metrics)
     assert failures == ["output 'logits': max abs error 0.25 > max 0.1"]
-
-
-def test_a_threshold_for_an_unknown_output_is_a_spec_error(workdir):
-    metrics = compare_outputs(["logits"], [[r] for r in REF], [[r] for r in REF], LABELS)
-    with pytest.raises(SpecError) as info:
-        evaluate(spec(workdir, {"cosine": {"outputs": {"logit": 0.9}}}), metrics)
-    assert info.value.field == "checks.cosine.outputs.logit" and "its outputs are: logits" in info.value.message
 
 
 SLICED = {"cosine": {"slices": [{"name": "head", "output": "features", "axis": 1, "stop": 4},
@@ -157,3 +151,136 @@ def test_the_board_vs_simulator_line_gives_both_cosines_and_is_judged_only_for_b
         "output 'logits': board vs simulator cosine 0.998000 < checks.vs_sim_cosine min 0.9999, while against "
         "onnxruntime it is 0.950000 (min 0.9)"]
     assert evaluate(spec(workdir, {"vs_sim_cosine": None}), [_output("logits", 1.0, vs_sim=0.5)]) == []
+
+
+def test_an_all_zero_side_is_nan_and_a_non_finite_norm_too_without_a_numpy_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 0/0 or inf/inf division would warn
+        assert math.isnan(cosine(np.ones(4), np.zeros(4))) and math.isnan(cosine(np.zeros(4), np.ones(4)))
+        assert math.isnan(cosine(np.array([np.inf, 1.0]), np.ones(2)))
+        assert math.isnan(cosine(np.ones(2), np.array([1.0, -np.inf])))
+
+
+def test_the_cosine_of_unit_vectors_is_their_dot_product():
+    assert cosine(np.array([1.0, 0.0]), np.array([0.6, 0.8])) == pytest.approx(0.6)
+    assert cosine(np.array([0.6, 0.8]), np.array([0.0, 1.0])) == pytest.approx(0.8)
+
+
+def _steps(n=10):
+    return np.arange(n, dtype=np.float32).reshape(1, n)  # exact in float32, so are the differences below
+
+
+def test_mean_abs_is_over_every_value_of_every_sample_that_has_an_output():
+    reference = [_steps(), _steps(), _steps(), _steps()]
+    got = [_steps() + 0.5, None, _steps() - 0.25, _steps()]
+    metrics = compare_output("y", reference, got, ["a", "b", "c", "d"])
+    assert metrics.mean_abs == (10 * 0.5 + 10 * 0.25) / 30
+    assert metrics.max_abs == 0.5
+
+
+def test_every_missing_and_non_finite_sample_is_counted_and_the_first_non_finite_one_named():
+    reference = [_steps() for _ in range(5)]
+    reference[0][0, 9] = reference[4][0, 0] = np.nan  # NaN in the reference too: not the backend's fault
+    got = [_steps(), None, _steps(), None, _steps()]
+    got[2][0, 1:3] = np.nan
+    got[4][0, 5] = np.inf
+    metrics = compare_output("y", reference, got, list("abcde"))
+    assert (metrics.missing, metrics.nonfinite, metrics.nonfinite_sample, metrics.ref_nonfinite) == (2, 3, 2, 2)
+    assert metrics.cosines[0] == pytest.approx(1.0)  # over the values both sides have
+    assert [math.isnan(c) for c in metrics.cosines] == [False, True, True, True, True]
+
+
+def test_a_mis_shaped_sample_is_named_by_its_shape_and_the_samples_after_it_are_still_compared(workdir):
+    """The line names the shape that did not match, not that of a later sample that did."""
+    reference = [_steps(), _steps()]
+    metrics = compare_output("y", reference, [_steps().reshape(2, 5), _steps()], ["a", "b"])
+    assert metrics.shape_ok is False and metrics.shape == [2, 5]
+    assert evaluate(spec(workdir, {}), [metrics]) == ["output 'y': shape (2, 5) does not match the reference (1, 10)"]
+    assert math.isnan(metrics.cosines[0]) and metrics.cosines[1] == pytest.approx(1.0)
+    missing_first = compare_output("y", reference, [None, _steps()], ["a", "b"])
+    assert missing_first.missing == 1 and missing_first.cosines[1] == pytest.approx(1.0)
+
+
+def test_a_nan_cosine_in_a_later_sample_is_the_worst():
+    reference = [_steps(), _steps()]
+    metrics = compare_output("y", reference, [_steps()[:, ::-1], np.zeros((1, 10), np.float32)], ["a", "b"])
+    assert metrics.cosines[0] < 1 and (metrics.worst_sample, metrics.worst_label) == (1, "b")
+    assert math.isnan(metrics.worst_cosine)
+    assert metrics.notes == ["sample 1 (b): cosine undefined, the RKNN output is all zeros"]
+
+
+def test_the_note_says_when_the_reference_is_the_all_zero_side():
+    metrics = compare_output("y", [np.zeros((1, 10), np.float32)], [_steps()], ["a.png"])
+    assert metrics.notes == ["sample 0 (a.png): cosine undefined, the reference is all zeros"]
+
+
+def test_a_single_sample_that_dropped_a_size_one_axis_is_compared_value_by_value():
+    reference = [np.arange(1, 11, dtype=np.float32).reshape(1, 2, 5)]
+    metrics = compare_output("y", reference, [reference[0].reshape(2, 5) * 2], ["a.png"])
+    assert metrics.shape_ok and metrics.ref_shape == [1, 2, 5] and metrics.shape == [2, 5]
+    assert metrics.worst_cosine == pytest.approx(1.0) and metrics.max_abs == 10.0
+
+
+def test_a_backend_sample_with_fewer_outputs_than_the_model_misses_the_last_ones():
+    reference = [[_steps(), _steps(4)] for _ in range(2)]
+    first, second = compare_outputs(["y", "z"], reference, [[_steps(), _steps(4)], [_steps()]], ["a", "b"])
+    assert (first.missing, second.missing) == (0, 1) and first.worst_cosine == pytest.approx(1.0)
+
+
+def test_a_slice_of_a_sample_with_no_output_or_another_size_is_nan_and_a_dropped_axis_is_no_problem(workdir):
+    features = np.arange(1, 21, dtype=np.float32).reshape(1, 10, 2)
+    reference = [[_steps(), features] for _ in range(5)]
+    got = [[_steps(), features.reshape(10, 2)], None, [_steps()], [_steps(), features[:, :9]], [_steps(), features]]
+    part = spec(workdir, SLICED).checks.cosine.slices[1]
+    measured = compare_slice(part, 1, reference, got, list("abcde"))
+    assert (measured.name, measured.output, measured.worst_sample, measured.worst_label) == ("middle", "features", 1, "b")
+    assert math.isnan(measured.worst_cosine)
+    perfect = compare_slice(part, 1, reference, [got[0]] * 5, list("abcde"))
+    assert perfect.worst_cosine == pytest.approx(1.0) and perfect.ref_range == [9.0, 12.0]
+
+
+def test_after_a_missing_mis_shaped_or_non_finite_output_the_next_outputs_are_still_checked(workdir):
+    reference = [[_steps()] * 4 for _ in range(3)]
+    got = [[_steps(), _steps().reshape(2, 5), _steps(), _steps()[:, ::-1]] for _ in range(3)]
+    got[1][0] = None
+    got[2][2] = np.full((1, 10), np.nan, np.float32)
+    metrics = compare_outputs(["a", "b", "c", "d"], reference, got, LABELS)
+    assert evaluate(spec(workdir, {"cosine": 0.99}), metrics) == [
+        "output 'a': no output for 1 of 3 samples",
+        "output 'b': shape (2, 5) does not match the reference (1, 10)",
+        "output 'c' sample 2: 10 NaN/Inf values where the reference is finite",
+        f"output 'd' sample 0 (a.png): cosine {format_cosine(metrics[3].worst_cosine)} < min 0.99"]
+
+
+def test_the_board_vs_simulator_line_prints_both_cosines_with_a_digit_more_than_their_fine_minimums(workdir):
+    judged = spec(workdir, {"cosine": 0.9999999, "vs_sim_cosine": 0.99999999})
+    assert evaluate(judged, [_output("logits", 0.999999951, vs_sim=0.9999999851)]) == [
+        "output 'logits': board vs simulator cosine 0.999999985 < checks.vs_sim_cosine min 0.99999999, while against "
+        "onnxruntime it is 0.99999995 (min 0.9999999)"]
+
+
+@pytest.mark.parametrize("check", [{"cosine": {"outputs": {"logit": 0.9}}},
+                                   {"vs_sim_cosine": {"outputs": {"logit": 0.9}}},
+                                   {"max_abs": {"max": 1, "outputs": {"logit": 0.1}}}])
+def test_a_per_output_threshold_for_an_unknown_output_names_the_field_and_the_models_outputs(workdir, check):
+    judged = spec(workdir, check)
+    with pytest.raises(SpecError) as info:
+        evaluate(judged, [_output("logits", 1.0), _output("features", 1.0)])
+    [field] = check
+    assert info.value.path == judged.path
+    assert info.value.message == (f"{judged.path}: checks.{field}.outputs.logit: the model has no output 'logit' "
+                                  f"(its outputs are: logits, features)")
+
+
+def test_a_slice_line_names_its_open_end_and_prints_a_digit_more_than_a_fine_minimum(workdir):
+    checks = spec(workdir, {"cosine": {"slices": [
+        {"name": "tail", "output": "features", "axis": 1, "start": 6, "min": 0.9999999},
+        {"name": "head", "output": "features", "axis": 1, "stop": 4, "min": 0.9}]}})
+    at_the_line = [SliceMetrics("tail", "features", 0.9999999, 0, "a.png", [0.0, 1.0]),
+                   SliceMetrics("head", "features", 0.9, 0, "a.png", [0.0, 1.0])]
+    assert slice_failures(checks, at_the_line) == []
+    below = [SliceMetrics("tail", "features", 0.999999851, 1, "b.png", [0.0, 1.0]),
+             SliceMetrics("head", "features", 0.5, 2, "c.png", [0.0, 1.0])]
+    assert slice_failures(checks, below) == [
+        "slice 'tail' of output 'features' (axis 1, 6:) sample 1 (b.png): cosine 0.99999985 < min 0.9999999",
+        "slice 'head' of output 'features' (axis 1, 0:4) sample 2 (c.png): cosine 0.500000 < min 0.9"]

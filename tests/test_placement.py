@@ -181,3 +181,46 @@ def test_gates_set_only_under_one_version_judge_that_version(run_pytest, tmp_pat
     assert "gate.cpu_ops allows 0" in message
     cls, message = verdicts["baseline_forbids", "2.5.0"]
     assert cls == "PLACEMENT" and "cpu_ops 1 vs 0 (worse by 1; baseline_gate.cpu_ops allows 0)" in message
+
+
+AVERAGE_POOL = CpuLayer("AveragePool", "avgpool", "AveragePool", "y", "AveragePool count_include_pad=0, fallback to cpu")
+RESHAPE = CpuLayer("Reshape", "logits_mm_tp_rs", None, None, None)  # a layer the toolkit made: not an ONNX node
+
+
+def _placement(workdir, placement, op_target=None):
+    convert = {"convert": {"op_target": op_target}} if op_target else {}
+    return spec_from_dict({"model": "avgpool.onnx", "checks": {"placement": placement}, **convert}, base_dir=workdir)
+
+
+def test_without_a_placement_check_or_a_profile_nothing_is_judged(workdir):
+    profile = Profile(1, 2, None, None, None, None, None, [AVERAGE_POOL, RESHAPE])
+    assert placement_failures(spec_from_dict({"model": "avgpool.onnx"}, base_dir=workdir), profile, "x") == []
+    assert placement_failures(_placement(workdir, 0), None, "x") == []  # the build printed no layer table
+
+
+def test_the_op_target_hint_names_every_layer_with_a_tensor_and_skips_those_without(workdir):
+    profile = Profile(1, 2, None, None, None, None, None, [AVERAGE_POOL, RESHAPE])
+    [line] = placement_failures(_placement(workdir, 0), profile, "x")
+    assert line == ("2 layers on the CPU where checks.placement allows 0: AveragePool 'avgpool', toolkit: AveragePool "
+                    "count_include_pad=0, fallback to cpu; Reshape 'logits_mm_tp_rs', the toolkit gave no reason; to "
+                    "ask for the NPU, add under convert: op_target: {'y': 'npu'}")
+    assert yaml.safe_load(line.rpartition("add under convert: ")[2]) == {"op_target": {"y": "npu"}}
+
+
+def test_a_layer_with_no_onnx_tensor_gets_no_op_target_hint(workdir):
+    [line] = placement_failures(_placement(workdir, 0), Profile(1, 1, None, None, None, None, None, [RESHAPE]), "x")
+    assert line == ("1 layer on the CPU where checks.placement allows 0: Reshape 'logits_mm_tp_rs', the toolkit gave "
+                    "no reason")
+
+
+def test_layers_asked_for_on_the_npu_by_tensor_or_node_name_are_named_as_refused(workdir):
+    judged = _placement(workdir, {"cpu_ops": 0, "allow_cpu": ["Resize", "Gather"]},
+                        op_target={"y": "npu", "logits_mm_tp_rs": "NPU"})
+    profile = Profile(1, 3, None, None, None, None, None,
+                      [AVERAGE_POOL, RESHAPE, CpuLayer("Resize", "up", "Resize", "u", None)])
+    assert placement_failures(judged, profile, "rknn-toolkit2 2.5.0") == [
+        "2 layers on the CPU where checks.placement allows 0 (besides Resize, Gather): AveragePool 'avgpool', toolkit: "
+        "AveragePool count_include_pad=0, fallback to cpu; Reshape 'logits_mm_tp_rs', the toolkit gave no reason; "
+        "convert.op_target already asks for 'y', 'logits_mm_tp_rs' on the NPU and rknn-toolkit2 2.5.0 still placed "
+        "it on the CPU, so the toolkit refuses it there (allow it with checks.placement.allow_cpu: [AveragePool], or "
+        "change the model)"]
