@@ -1,5 +1,6 @@
 """pytest-rknn end to end: real pytest, real onnxruntime, the real rknn-toolkit2 simulator."""
 
+import json
 import os
 import re
 import shutil
@@ -55,6 +56,26 @@ def test_the_example_suite_runs_every_spec_in_every_version(run_pytest, pytester
     imported = (basetemp / "modules.txt").read_text().split()
     assert "pytest_rknn" in imported
     assert not [m for m in imported if m == "rknn" or m.startswith("rknn.")]
+
+
+def test_overrides_of_inputs_and_normalisation_reach_their_own_versions_inputs_and_reference(run_pytest, pytester):
+    """2.3.2 gets other random inputs and a normalisation of 0..1 data; 2.5.0 the spec's own. Each version's
+    job holds its own arrays, and each is judged against a reference fed like its own NPU, so both agree."""
+    shutil.copy(MODELS / "cnn.onnx", pytester.path / "cnn.onnx")
+    write_spec(pytester.path, "cnn", """model: cnn.onnx
+inputs: {images: {random: [0, 255], seed: 1, count: 2}}
+convert: {mean_values: [[0, 0, 0]], std_values: [[255, 255, 255]]}
+checks: {cosine: 0.999}
+versions:
+  "2.3.2": {inputs: {images: {random: [0, 1], seed: 2}}, convert: {std_values: [[1, 1, 1]]}}
+""")
+    result, basetemp = run_pytest("--rknn-toolkit=2.3.2,2.5.0", "--rknn-keep-outputs")
+    result.assert_outcomes(passed=2)
+    jobs = job_dirs(basetemp, "cnn")
+    with np.load(jobs["2.3.2"] / "inputs.npz") as old, np.load(jobs["2.5.0"] / "inputs.npz") as new:
+        assert old["s0_i0"].max() <= 1 < new["s0_i0"].max()
+    assert json.loads((jobs["2.3.2"] / "job.json").read_text())["config"]["std_values"] == [[1, 1, 1]]
+    assert json.loads((jobs["2.5.0"] / "job.json").read_text())["config"]["std_values"] == [[255, 255, 255]]
 
 
 def test_k_selects_one_version(run_pytest):
