@@ -84,6 +84,8 @@ class BaselineStore:
         if entry.get("config_hash") != config_hash:
             return None, (f"no baseline for this model config: {shown} [{entry_key(version, backend)}] was recorded "
                           f"with config {entry.get('config_hash')}, the spec now gives {config_hash}; {RERECORD}")
+        if not entry.get("metrics"):  # a hand-written entry: a comparison with it would compare nothing
+            return None, f"no metrics in the baseline {shown} [{entry_key(version, backend)}]; {RERECORD}"
         return entry, ""
 
     def update(self, records: Iterable[dict]) -> List[str]:
