@@ -70,16 +70,18 @@ class Measurement:
 
 
 def _restore(cls, values: dict):
-    """A dataclass from its to_dict(), with json_safe's 'nan'/'inf' strings turned back into floats."""
+    """A dataclass from its to_dict(), with json_safe's 'nan'/'inf' strings turned back into floats in
+    its float fields only (an output, image or sample may be named 'inf'); ValueError for another
+    string in a float field."""
     kwargs = {}
     for f in fields(cls):
         if f.name in values:
-            kwargs[f.name] = _floats(values[f.name])
+            kwargs[f.name] = _floats(values[f.name]) if "float" in str(f.type) else values[f.name]
     return cls(**kwargs)
 
 
 def _floats(value):
-    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+    if isinstance(value, str):  # json_safe's 'nan', 'inf', '-inf'
         return float(value)
     if isinstance(value, list):
         return [_floats(v) for v in value]
