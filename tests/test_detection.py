@@ -4,6 +4,8 @@ checked against hand-made cases, against `inputs._letterbox` and against pycocot
 import json
 import math
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,15 +14,17 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from conftest import FIXTURES
-from pytest_rknn.detection.check import DetectionMetrics, detection_failures
+from pytest_rknn.detection.check import (DetectionMetrics, DetectionSetup, _draw_worst, detect, detection_failures,
+                                         map_thresholds, measure_maps, run_detection_check, slice_cosines)
 from pytest_rknn.detection.geometry import letterbox_params, to_original
 from pytest_rknn.detection.labels import load_ground_truth
 from pytest_rknn.detection.metrics import agreement_map, coco_map, count_differences
 from pytest_rknn.detection.nms import box_iou, non_max_suppression
 from pytest_rknn.detection.check import setup as detection_setup
 from pytest_rknn.detection.overlay import GAP, TITLE_HEIGHT, class_colour, draw_side_by_side, place_label
-from pytest_rknn.inputs import prepare_inputs
-from pytest_rknn.onnx_model import metadata_class_names, model_info, read_model_info
+from pytest_rknn.errors import SpecError
+from pytest_rknn.inputs import InputSet, prepare_inputs
+from pytest_rknn.onnx_model import ModelInfo, TensorInfo, metadata_class_names, model_info, read_model_info
 from pytest_rknn.spec import spec_from_dict
 from pytest_rknn.detection.yolov5 import (DEFAULT_ANCHORS, DEFAULT_STRIDES, decode, detect_layout, num_classes,
                                           split_slices)
@@ -188,8 +192,92 @@ def test_empty_and_non_finite_inputs_give_no_detections():
     assert non_max_suppression(np.array([row(5, 5, 2, 2, 0.1, 0.9)])).shape == (0, 6)
     broken = np.array([row(np.nan, 5, 2, 2, 0.9, 0.9), row(5, 5, 2, 2, np.inf, 0.9), row(5, 5, 2, 2, np.nan, 1.0)])
     assert non_max_suppression(broken).shape == (0, 6)
+    mixed = np.vstack([broken, [row(50, 50, 10, 10, 0.9, 1.0)]])  # a broken row takes only itself out
+    np.testing.assert_allclose(non_max_suppression(mixed), [[45, 45, 55, 55, 0.9, 0]])
     with pytest.raises(ValueError, match=r"\(N, 5\+C\).*got shape \(3, 5\)"):
         non_max_suppression(np.zeros((3, 5)))
+
+
+def test_iou_of_boxes_off_the_origin_thin_and_sub_pixel():
+    wide = [10, 20, 40, 30]  # 30 x 10, away from the origin
+    others = [[20, 25, 60, 45],  # 40 x 20: overlaps 20 x 5 = 100 of a union 300 + 800 - 100
+              [10, 20, 40, 30],  # itself
+              [25, 10, 25.5, 50],  # half a pixel wide, 40 tall: crosses it, 0.5 x 10 = 5 of 300 + 20 - 5
+              [40, 30, 50, 40]]  # touches its corner only
+    np.testing.assert_allclose(box_iou([wide], others), [[0.1, 1.0, 5 / 315, 0.0]])
+    speck = [3, 4, 3.5, 4.25]  # 0.5 x 0.25: smaller than a pixel, still the same box as itself
+    np.testing.assert_allclose(box_iou([speck], [speck, [3.25, 4, 3.75, 4.25]]), [[1.0, 1 / 3]])
+
+
+def test_iou_of_float16_boxes_larger_than_float16_areas_can_hold():
+    """An fp16 model's boxes: 300 x 300 = 90000 is beyond float16's 65504."""
+    a = np.array([[0, 0, 300, 300]], dtype=np.float16)
+    b = np.array([[100, 0, 400, 300]], dtype=np.float16)
+    np.testing.assert_allclose(box_iou(a, b), [[0.5]])
+    np.testing.assert_allclose(box_iou(b, a), [[0.5]])
+
+
+def test_boxes_without_area_have_an_iou_of_zero_with_everything():
+    points = np.array([[x, 2 * x, x, 2 * x] for x in range(1, 41)], dtype=np.float64)  # no area, not at the origin
+    lines = np.array([[x, 0, x + 5, 0] for x in range(1, 33)], dtype=np.float64)
+    np.testing.assert_array_equal(box_iou(points, lines), np.zeros((40, 32)))
+    np.testing.assert_array_equal(box_iou(points, points), np.zeros((40, 40)))
+
+
+def test_float16_rows_of_boxes_larger_than_float16_areas_are_suppressed_all_the_same():
+    pred = np.array([row(150, 150, 300, 300, 0.9, 1.0), row(160, 150, 300, 300, 0.8, 1.0)], dtype=np.float16)
+    detections = non_max_suppression(pred)
+    assert len(detections) == 1
+    np.testing.assert_allclose(detections[0, :4], [0, 0, 300, 300])
+
+
+def test_an_objectness_or_a_score_exactly_at_the_confidence_threshold_is_dropped():
+    pred = np.array([
+        row(10, 10, 4, 4, 0.25, 1.5),  # objectness at the line: out, though its score 0.375 is above it
+        row(30, 30, 4, 4, 0.5, 0.5),  # score 0.25 at the line: out
+        row(50, 50, 4, 4, 0.5, 0.5 + 1e-9),  # just above: in
+    ])
+    np.testing.assert_allclose(non_max_suppression(pred), [[48, 48, 52, 52, 0.25 + 0.5e-9, 0]])
+
+
+def test_detections_of_equal_score_keep_the_order_of_their_rows():
+    """So which of them max_detections keeps is the same on every run; 40 boxes apart from each other."""
+    scores = [0.5] * 20 + [0.7] * 20
+    pred = np.array([row(10 + 20 * i, 10, 10, 10, score, 1.0) for i, score in enumerate(scores)])
+    detections = non_max_suppression(pred)
+    np.testing.assert_array_equal(detections[:, 0], [5 + 20 * i for i in [*range(20, 40), *range(20)]])
+    np.testing.assert_array_equal(non_max_suppression(pred, max_detections=3)[:, 0], [405, 425, 445])
+
+
+def test_same_class_boxes_that_do_not_overlap_are_all_kept():
+    pred = np.array([
+        row(50, 50, 20, 20, 0.9, 1.0),  # 40..60 x 40..60
+        row(140, 140, 20, 20, 0.8, 1.0),  # diagonally apart: apart on both axes
+        row(50, 90, 20, 20, 0.8, 1.0),  # below it, the same columns
+        row(200.5, 50, 1, 20, 0.7, 1.0), row(201.5, 50, 1, 20, 0.7, 1.0),  # one-pixel-wide bars side by side
+        row(250, 200.5, 20, 1, 0.6, 1.0), row(250, 201.5, 20, 1, 0.6, 1.0),  # one-pixel-tall bars, one on the other
+    ])
+    assert len(non_max_suppression(pred)) == 7
+
+
+def test_duplicates_of_a_box_thinner_than_a_pixel_are_suppressed():
+    for w, h in [(0.5, 20), (20, 0.5)]:
+        pred = np.array([row(50, 50, w, h, 0.9, 1.0), row(50, 50, w, h, 0.8, 1.0)])
+        np.testing.assert_allclose(non_max_suppression(pred)[:, 4], [0.9])
+
+
+def test_a_box_with_a_negative_side_neither_suppresses_nor_is_suppressed_by_an_unrelated_box():
+    """A broken single-output conversion can give negative widths or heights; such a box stays a detection of its own."""
+    for w, h in [(-30, 10), (10, -30)]:
+        pred = np.array([row(50, 50, 10, 10, 0.9, 1.0), row(100, 100, w, h, 0.8, 1.0)])
+        np.testing.assert_allclose(non_max_suppression(pred)[:, 4], [0.9, 0.8])
+        np.testing.assert_allclose(non_max_suppression(pred[::-1])[:, 4], [0.9, 0.8])
+
+
+def test_by_default_at_most_300_detections_are_kept_as_in_yolov5():
+    pred = np.array([row(20 * x + 5, 20 * y + 5, 10, 10, 0.9, 1.0) for y in range(18) for x in range(18)])  # 324 apart
+    assert len(non_max_suppression(pred)) == 300
+    assert len(non_max_suppression(pred, max_detections=324)) == 324
 
 
 # ---------------------------------------------------------------- letterbox geometry
@@ -238,6 +326,36 @@ def test_stretch_resize_boxes_and_clipping():
     # A 200x100 image letterboxed to 100x100 sits at y 25..75; boxes reaching into the padding are clipped.
     np.testing.assert_allclose(to_original([[-5, 10, 120, 90]], (100, 200), (100, 100)), [[0, 0, 200, 100]])
     assert to_original(np.zeros((0, 6)), (100, 200), (100, 100)).shape == (0, 6)
+
+
+def test_boxes_of_wide_and_tall_images_map_back_each_along_its_own_axis():
+    # 150 x 75 into 100 x 100: scale 2/3, pasted 100 x 50 at y 25; integer input pixels give fractional originals.
+    assert letterbox_params((75, 150), (100, 100)) == (2 / 3, 0, 25)
+    np.testing.assert_allclose(to_original([[11, 30, 51, 70]], (75, 150), (100, 100)), [[16.5, 7.5, 76.5, 67.5]])
+    # 75 x 150 (tall): pasted 50 x 100 at x 25; a box running off the right is clipped to the width, 75.
+    assert letterbox_params((150, 75), (100, 100)) == (2 / 3, 25, 0)
+    np.testing.assert_allclose(to_original([[30, 11, 90, 51]], (150, 75), (100, 100)), [[7.5, 16.5, 75, 76.5]])
+    # A square image in a wide input (80 x 160): scale 0.8, pasted 80 x 80 at x 40.
+    assert letterbox_params((100, 100), (80, 160)) == (0.8, 40, 0)
+    np.testing.assert_allclose(to_original([[40, 0, 120, 80]], (100, 100), (80, 160)), [[0, 0, 100, 100]])
+
+
+@pytest.mark.parametrize("original_hw, pasted_at", [((1, 300), (0, 31)), ((300, 1), (31, 0))])
+def test_an_image_a_pixel_thin_after_scaling_is_pasted_one_pixel_thick_and_maps_back_whole(original_hw, pasted_at):
+    """300 x 1 into 63 x 63: the 0.21-pixel side is rounded up to one pixel, in the middle, as `inputs` pastes it."""
+    assert pasted_region(original_hw, (63, 63)) == (*pasted_at, *((63, 1) if original_hw[0] == 1 else (1, 63)))
+    assert letterbox_params(original_hw, (63, 63))[1:] == pasted_at
+    x, y = pasted_at
+    whole = [[x, y, 63 - x, 63 - y]]
+    np.testing.assert_allclose(to_original(whole, original_hw, (63, 63)), [[0, 0, original_hw[1], original_hw[0]]])
+
+
+def test_no_boxes_map_to_no_boxes_and_other_shapes_are_refused():
+    assert to_original([], (100, 200), (100, 100)).shape == (0, 4)
+    for boxes, shape in [([1, 2, 3, 4], "(4,)"), ([[1, 2, 3], [4, 5, 6]], "(2, 3)")]:
+        with pytest.raises(ValueError) as raised:
+            to_original(boxes, (100, 200), (100, 100))
+        assert str(raised.value) == f"expected boxes (M, 4+) as x1, y1, x2, y2, ..., got shape {shape}"
 
 
 # ---------------------------------------------------------------- labels
@@ -566,6 +684,48 @@ def test_count_differences_lists_both_counts_per_image():
                                                        ("d.png", 1, 0)]
 
 
+def test_detections_on_an_image_the_labels_do_not_list_are_false_positives():
+    truth = {"a.png": [(0, 0, 10, 10, 0)]}
+    detections = {"a.png": np.array([[0, 0, 10, 10, 0.5, 0]]), "b.png": np.array([[0, 0, 10, 10, 0.9, 0]])}
+    assert coco_map(detections, truth, 1) == pytest.approx({"map50": 0.5, "map": 0.5})  # the best one is on b.png
+    assert coco_map({"a.png": detections["a.png"]}, truth, 1) == pytest.approx({"map50": 1.0, "map": 1.0})
+
+
+def test_a_ground_truth_box_of_zero_height_is_an_object_nobody_finds(tmp_path):
+    truth = {"a.png": [(0, 0, 10, 10, 0), (20, 20, 30, 20, 0)]}  # the second is a line
+    detections = {"a.png": np.array([[0, 0, 10, 10, 0.9, 0], [20, 20, 30, 20, 0.8, 0]])}
+    ours = coco_map(detections, truth, 1)
+    assert ours == pytest.approx({"map50": 51 / 101, "map": 51 / 101})  # recall 0.5 at precision 1, of 101 points
+    assert ours == pytest.approx(pycocotools_by_hand(tmp_path, detections, truth, 1), abs=1e-12)
+
+
+def test_malformed_detections_and_labels_are_named_with_their_image():
+    truth = {"a.png": [(0, 0, 10, 10, 0)]}
+    cases = [
+        (lambda: coco_map({"a.png": np.zeros((1, 5))}, truth, 2), "detections of a.png must be (M, 6) x1, y1, x2, y2, "
+                                                                  "score, class; got shape (1, 5)"),
+        (lambda: coco_map({"a.png": np.array([0.9])}, truth, 2), "detections of a.png must be (M, 6) x1, y1, x2, "
+                                                                 "y2, score, class; got shape (1,)"),
+        (lambda: agreement_map({}, {"ref.png": np.zeros((2, 7))}, 2), "detections of ref.png must be (M, 6) x1, y1, "
+                                                                      "x2, y2, score, class; got shape (2, 7)"),
+        (lambda: count_differences({"b.png": np.zeros((1, 5))}, {}), "detections of b.png must be (M, 6) x1, y1, x2, "
+                                                                     "y2, score, class; got shape (1, 5)"),
+        (lambda: coco_map({}, {"a.png": [(0, 0, 10, 10, 3)]}, 2), "ground truth of a.png: class 3 is not one of 0..1"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert str(raised.value) == message
+
+
+def test_count_differences_when_a_side_has_nothing():
+    box = [0, 0, 5, 5, 0.9, 0]
+    assert count_differences({}, {}) == []
+    assert count_differences({"a.png": None, "b.png": [], "c.png": np.zeros(0)}, {"a.png": np.array([box])}) == [
+        ("a.png", 0, 1), ("b.png", 0, 0), ("c.png", 0, 0)]
+    assert count_differences({"a.png": np.array([box] * 3)}, {"a.png": None}) == [("a.png", 3, 0)]
+
+
 # ---------------------------------------------------------------- overlay
 
 
@@ -655,3 +815,319 @@ def test_stored_figures_are_judged_by_the_gates_of_the_check_given():
     assert detection_failures(YoloV5Check(max_map50_drop=0.05), labelled)[0].startswith(
         "yolov5: mAP@0.5 dropped by 0.1000 (0.6000 -> 0.5000) > max 0.05")
 
+
+
+# ---------------------------------------------------------------- the yolov5 check: setup, detect, slices, mAPs, overlays
+
+VAL = FIXTURES / "yolo" / "val"
+YOLO_IMAGES = ["val_000.jpg", "val_002.jpg", "val_003.jpg"]  # 158 x 175 (tall), 193 x 133 and 164 x 126 (wide)
+
+
+@pytest.fixture(scope="module")
+def fixture_yolo_outputs():
+    """onnxruntime's outputs of the fixture's three-head YOLOv5 on three val images, letterboxed to 160 as its README
+    says, and the images' labels."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(FIXTURES / "yolo" / "yolov5_heads.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    paths = [str(VAL / "images" / name) for name in YOLO_IMAGES]
+    outputs = []
+    for path in paths:
+        with Image.open(path) as image:
+            pixels = _letterbox(image.convert("RGB"), (160, 160), 114)
+        outputs.append(session.run(None, {"images": (pixels.astype(np.float32) / 255).transpose(2, 0, 1)[None]}))
+    ground_truth, class_names = load_ground_truth(VAL / "labels.json", paths, 4)
+    return paths, outputs, ground_truth, class_names
+
+
+def yolo_setup(paths, layout="single", input_hw=(100, 100), letterboxed=True, ground_truth=None, num_classes=2,
+               class_names=None, **check):
+    return DetectionSetup(YoloV5Check(**check), layout, input_hw, letterboxed, [str(p) for p in paths], ground_truth,
+                          class_names, num_classes)
+
+
+def grey_images(folder, **sizes):
+    """name=(width, height) -> plain PNG files `name.png`."""
+    paths = []
+    for name, size in sizes.items():
+        Image.new("RGB", size, (90, 90, 90)).save(folder / f"{name}.png")
+        paths.append(folder / f"{name}.png")
+    return paths
+
+
+def fake_model(input_shape=(1, 3, 160, 160), inputs=1, class_names=None):
+    tensors = [TensorInfo(f"in{k}", "float32", tuple(input_shape)) for k in range(inputs)]
+    return ModelInfo(FIXTURES / "yolo" / "yolov5_single.onnx", "", tensors, [], class_names=class_names)
+
+
+def yolo_spec(tmp_path, image_input=None, **yolov5):
+    """A spec of one image input (its images are not read: the setup takes the InputSet's paths)."""
+    image_input = image_input or {"images": "*.jpg", "letterbox": 160}
+    return spec_from_dict({"model": str(FIXTURES / "yolo" / "yolov5_single.onnx"), "inputs": {"in0": image_input},
+                           "checks": {"yolov5": yolov5}}, path=tmp_path / "s.rknn.yaml", base_dir=tmp_path)
+
+
+IMAGE_PATHS = InputSet([], [], [], [], [str(VAL / "images" / name) for name in ("val_000.jpg", "val_002.jpg")])
+SINGLE_SHAPES = [(1, 1575, 9)]
+
+
+def test_setup_takes_the_input_size_from_the_letterbox_else_the_resize_else_the_model(tmp_path):
+    model = fake_model((1, 3, 96, 160))
+    letterboxed = detection_setup(yolo_spec(tmp_path, {"images": "*.jpg", "letterbox": [64, 128]}), model,
+                                  IMAGE_PATHS, SINGLE_SHAPES)
+    assert (letterboxed.input_hw, letterboxed.letterboxed) == ((64, 128), True)
+    stretched = detection_setup(yolo_spec(tmp_path, {"images": "*.jpg", "size": [80, 120]}), model, IMAGE_PATHS,
+                                SINGLE_SHAPES)
+    assert (stretched.input_hw, stretched.letterboxed) == ((80, 120), False)
+    as_is = detection_setup(yolo_spec(tmp_path, {"images": "*.jpg"}), model, IMAGE_PATHS, SINGLE_SHAPES)
+    assert (as_is.input_hw, as_is.letterboxed) == ((96, 160), False)  # the model's NCHW height and width
+    assert (as_is.layout, as_is.num_classes, as_is.image_paths) == ("single", 4, IMAGE_PATHS.image_paths)
+    assert (as_is.ground_truth, as_is.class_names, as_is.reference_map) == (None, None, None)
+    assert as_is.check == YoloV5Check()
+
+
+def test_setup_reads_the_labels_and_takes_class_names_from_them_else_from_the_model(tmp_path):
+    labelled = detection_setup(yolo_spec(tmp_path, labels=str(VAL / "labels.json")), fake_model(class_names=("a",)),
+                               IMAGE_PATHS, SINGLE_SHAPES)
+    assert labelled.class_names == ["circle", "square", "triangle", "cross"]
+    assert labelled.ground_truth["val_002.jpg"] == [(148.0, 64.0, 163.0, 78.0, 3), (82.0, 93.0, 113.0, 124.0, 3),
+                                                    (172.0, 88.0, 192.0, 108.0, 0)]
+    assert list(labelled.ground_truth) == ["val_000.jpg", "val_002.jpg"]
+    named = detection_setup(yolo_spec(tmp_path), fake_model(class_names=("ring", "box")), IMAGE_PATHS, SINGLE_SHAPES)
+    assert named.class_names == ["ring", "box"]
+    assert detection_setup(yolo_spec(tmp_path), fake_model(class_names=()), IMAGE_PATHS, SINGLE_SHAPES).class_names \
+        is None
+    without_metadata = SimpleNamespace(inputs=fake_model().inputs)  # a model description that has no class names
+    assert detection_setup(yolo_spec(tmp_path), without_metadata, IMAGE_PATHS, SINGLE_SHAPES).class_names is None
+
+
+def test_an_explicit_layout_is_taken_as_given_and_auto_reads_the_shapes(tmp_path):
+    heads = [(1, 27, 20, 20), (1, 27, 10, 10), (1, 27, 5, 5)]
+    assert detection_setup(yolo_spec(tmp_path), fake_model(), IMAGE_PATHS, heads).layout == "heads"
+    # Given, it is not checked against the shapes here: decoding says what does not fit, rather than read another.
+    given = detection_setup(yolo_spec(tmp_path, layout="heads"), fake_model(), IMAGE_PATHS, SINGLE_SHAPES)
+    assert given.layout == "heads"
+    with pytest.raises(ValueError) as raised:
+        detect(given, [[np.zeros((1, 1575, 9), np.float32)]])
+    assert str(raised.value) == "layout 'heads' needs three (1, 3*(5+C), H, W) outputs, got (1, 1575, 9)"
+
+
+def test_setup_errors_name_the_spec_the_field_and_the_fix(tmp_path):
+    spec = yolo_spec(tmp_path)
+    needs_images = (f"{spec.path}: checks.yolov5: needs a model with one image input given as `images:` (write "
+                    f"`inputs: {{images: {{images: 'val/*.jpg', letterbox: 640}}}}`)")
+    cases = [
+        (spec, fake_model(inputs=2), SINGLE_SHAPES, needs_images),
+        (yolo_spec(tmp_path, {"random": [0, 1]}), fake_model(), SINGLE_SHAPES, needs_images),
+        (spec, fake_model(), [(1, 10)],
+         f"{spec.path}: checks.yolov5.layout: not a YOLOv5 output layout: got 1 output(s) with shapes (1, 10); "
+         f"expected three raw heads (1, 3*(5+C), H, W) with the same channel count (rknn_model_zoo export) or one "
+         f"output (1, N, 5+C) (ultralytics export with Detect inside)"),
+        (yolo_spec(tmp_path, labels="nowhere.json"), fake_model(), SINGLE_SHAPES,
+         f"{spec.path}: checks.yolov5.labels: not found: {tmp_path / 'nowhere.json'} (give a COCO json or a folder of "
+         f"YOLO txt files, relative to the spec)"),
+        (yolo_spec(tmp_path, labels=str(VAL / "labels.json")), fake_model(), [(1, 1575, 7)],  # a two-class model
+         f"{spec.path}: checks.yolov5.labels: {VAL / 'labels.json'}: annotation 1: category_id 4 is class 3 "
+         f"(categories are numbered in id order), but the model has 2 classes (0..1)"),
+    ]
+    for spec_, model, shapes, message in cases:
+        with pytest.raises(SpecError) as raised:
+            detection_setup(spec_, model, IMAGE_PATHS, shapes)
+        assert (raised.value.failure_class, raised.value.message) == ("SPEC", message)
+
+
+def test_images_of_one_name_in_two_folders_are_refused_rather_than_one_judged_twice(tmp_path):
+    """Detections are kept per file name: a.jpg in two folders would leave one of them unjudged (or judged as
+    the other), with or without labels."""
+    twice = InputSet([], [], [], [], [str(VAL / "images" / "val_000.jpg"), str(tmp_path / "val_000.jpg"),
+                                      str(VAL / "images" / "val_002.jpg")])
+    for spec_ in (yolo_spec(tmp_path), yolo_spec(tmp_path, labels=str(VAL / "labels.json"))):
+        with pytest.raises(SpecError) as raised:
+            detection_setup(spec_, fake_model(), twice, SINGLE_SHAPES)
+        assert raised.value.message == (f"{spec_.path}: inputs.in0.images: the detection check tells images apart by "
+                                        f"file name, and these names occur more than once: val_000.jpg (give every "
+                                        f"image its own file name)")
+
+
+def single_output(*rows):
+    return [np.array(rows, dtype=np.float32)[None]]
+
+
+# In a 100 x 100 input: a 200 x 100 image is pasted 100 x 50 at y 25, a 100 x 200 one 50 x 100 at x 25.
+WIDE_ROWS = [row(50, 50, 20, 10, 0.9, 0.1, 0.8),  # A: class 1, 0.72; in the wide image 80, 40, 120, 60
+             row(52, 50, 20, 10, 0.8, 0.1, 0.75),  # B: class 1, 0.6, IoU 0.82 with A
+             row(20, 30, 10, 10, 0.5, 0.6, 0.0)]  # C: class 0, 0.3
+TALL_ROWS = [row(50, 50, 10, 20, 0.9, 1.0, 0.0),  # D: class 0, 0.9; in the tall image 40, 80, 60, 120
+             row(70, 50, 20, 20, 0.7, 0.0, 1.0)]  # E: class 1, 0.7; runs off the tall image's right side
+A, B, C = [80, 40, 120, 60, 0.72, 1], [84, 40, 124, 60, 0.6, 1], [30, 0, 50, 20, 0.3, 0]
+D, E = [40, 80, 60, 120, 0.9, 0], [70, 80, 100, 120, 0.7, 1]
+
+
+@pytest.mark.parametrize("check, wide, tall", [
+    ({}, [A, C], [D, E]),
+    ({"iou_threshold": 0.9}, [A, B, C], [D, E]),
+    ({"conf_threshold": 0.4}, [A], [D, E]),
+    ({"max_detections": 1}, [A], [D]),
+])
+def test_detect_finds_boxes_under_the_checks_thresholds_in_original_image_pixels(tmp_path, check, wide, tall):
+    setup = yolo_setup(grey_images(tmp_path, wide=(200, 100), tall=(100, 200)), **check)
+    found = detect(setup, [single_output(*WIDE_ROWS), single_output(*TALL_ROWS)])
+    assert list(found) == ["wide.png", "tall.png"]
+    np.testing.assert_allclose(found["wide.png"], np.array(wide).reshape(-1, 6), rtol=1e-6)
+    np.testing.assert_allclose(found["tall.png"], np.array(tall).reshape(-1, 6), rtol=1e-6)
+
+
+def test_detect_decodes_heads_with_the_checks_anchors_and_strides_and_undoes_a_stretch(tmp_path):
+    heads = [np.zeros((1, 18, n, n), np.float32) for n in (4, 2, 1)]  # one class; strides 16, 32, 64 of 64 x 64
+    heads[2][0, 0:6, 0, 0] = [0.5, 0.5, 0.5, 0.5, 0.9, 1.0]  # cx = cy = 32, w 7 and h 8: the first anchor of the last row
+    setup = yolo_setup(grey_images(tmp_path, photo=(128, 64)), layout="heads", input_hw=(64, 64), letterboxed=False,
+                       num_classes=1, anchors=[[1, 1, 2, 2, 3, 3], [4, 4, 5, 5, 6, 6], [7, 8, 9, 10, 11, 12]],
+                       strides=[16, 32, 64])
+    found = detect(setup, [heads])
+    np.testing.assert_allclose(found["photo.png"], [[57, 28, 71, 36, 0.9, 0]], rtol=1e-6)  # x stretched back by 2
+
+
+def test_detect_on_the_fixture_model_finds_each_labelled_object_where_the_labels_put_it(fixture_yolo_outputs):
+    paths, outputs, ground_truth, class_names = fixture_yolo_outputs
+    found = detect(yolo_setup(paths, layout="heads", input_hw=(160, 160), num_classes=4), outputs)
+    assert list(found) == YOLO_IMAGES
+    for name, boxes in ground_truth.items():
+        best = box_iou(np.array(boxes)[:, :4], found[name][:, :4]).max(axis=1)
+        assert (best > 0.7).all(), (name, best)
+
+
+def test_slice_cosines_are_the_worst_sample_per_output_and_part():
+    rng = np.random.default_rng(5)
+    reference = [[rng.uniform(0.1, 1, (1, 18, 1, 1)) for _ in range(3)] for _ in range(2)]  # 2 samples, 3 heads, C 1
+    outputs = [[head.copy() for head in sample] for sample in reference]
+    outputs[0][0][0, [4, 10, 16]] = reference[0][0][0, [4, 10, 16]] * [[[0]], [[1]], [[1]]]  # head 0 objectness
+    outputs[1][1][0, [0, 1, 2, 3]] *= -1  # head 1: the second sample's boxes, anchor 0, flipped
+    outputs[0][2][0, [5, 11, 17]] = 0  # head 2: the first sample's class scores all zero (NaN), the second's right
+    objectness = reference[0][0][0, [4, 10, 16], 0, 0]
+    boxes = reference[1][1][0, :, 0, 0].reshape(3, 6)[:, :4]
+    expected = {
+        "out0": {"boxes": 1.0, "objectness": float(objectness[1:] @ objectness[1:] / np.linalg.norm(objectness)
+                                                   / np.linalg.norm(objectness[1:])), "classes": 1.0},
+        "out1": {"boxes": float(1 - 2 * (boxes[0] @ boxes[0]) / (boxes.ravel() @ boxes.ravel())), "objectness": 1.0,
+                 "classes": 1.0},
+        "out2": {"boxes": 1.0, "objectness": 1.0, "classes": math.nan},
+    }
+    setup = yolo_setup([], layout="heads", num_classes=1)
+    for samples in (slice(None), slice(None, None, -1)):  # whichever sample comes first
+        worst = slice_cosines(setup, ["out0", "out1", "out2"], reference[samples], outputs[samples])
+        assert list(worst) == list(expected)
+        for name, parts in expected.items():
+            assert worst[name] == pytest.approx(parts, nan_ok=True), name
+
+
+def box100(x, class_id):
+    """A 100 x 100 box at x, score 0.9; the IoU of two of them dx apart is (100 - dx) / (100 + dx)."""
+    return [x, 0, x + 100, 100, 0.9, class_id]
+
+
+def test_measure_maps_scores_rknn_and_onnxruntime_against_the_labels_and_rknn_against_onnxruntime():
+    """Each pair of boxes is apart by an IoU passing a known count of the ten thresholds 0.5..0.95: the mAPs follow."""
+    truth = {"a.png": [(0, 0, 100, 100, 0), (200, 0, 300, 100, 1)]}
+    onnxruntime = {"a.png": np.array([box100(22, 0), box100(210, 1)])}  # IoU 0.64 (3 of 10) and 0.82 (7 of 10)
+    rknn = {"a.png": np.array([box100(50, 0), box100(220, 1)])}  # 0.33 (none) and 0.67 (4); to onnxruntime's 2 and 7
+    setup = yolo_setup([], ground_truth=truth)
+    metrics = DetectionMetrics("single", [])
+    measure_maps(setup, onnxruntime, rknn, metrics)
+    figures = {k: getattr(metrics, k) for k in ("map50", "map", "ref_map50", "ref_map", "agreement_map50",
+                                                "agreement_map")}
+    assert figures == pytest.approx({"map50": 0.5, "map": 0.2, "ref_map50": 1.0, "ref_map": 0.5,
+                                     "agreement_map50": 1.0, "agreement_map": 0.45})
+    assert setup.reference_map == pytest.approx((1.0, 0.5))  # onnxruntime's: once for all the spec's backends
+
+    unlabelled = DetectionMetrics("single", [])
+    measure_maps(yolo_setup([]), onnxruntime, rknn, unlabelled)
+    assert (unlabelled.map50, unlabelled.map, unlabelled.ref_map50, unlabelled.ref_map) == (None, None, None, None)
+    assert (unlabelled.agreement_map50, unlabelled.agreement_map) == pytest.approx((1.0, 0.45))
+
+
+@pytest.mark.parametrize("gates, figures, lines", [
+    ({}, {"map50": 0.7, "ref_map50": 0.8}, {}),
+    ({"map50_ratio": 0.9}, {"map50": 0.7, "ref_map50": 0.8}, {"map50": 0.72}),
+    ({"max_map50_drop": 0.1}, {"map50": 0.7, "ref_map50": 0.8}, {"map50": 0.7}),
+    ({"map50_ratio": 0.9, "max_map50_drop": 0.1}, {"map50": 0.7, "ref_map50": 0.8}, {"map50": 0.72}),  # strictest
+    ({"map50_ratio": 0.8, "max_map50_drop": 0.1}, {"map50": 0.7, "ref_map50": 0.8}, {"map50": 0.7}),
+    ({"map50_ratio": 0.9, "min_agreement_map50": 0.6}, {"map50": 0.7, "ref_map50": 0.8},
+     {"map50": 0.72, "agreement_map50": 0.6}),
+    ({"map50_ratio": 0.9, "max_map50_drop": 0.1}, {"map50": 0.7}, {}),  # onnxruntime's figure lost: no line to draw
+    ({"map50_ratio": 0.9}, {"map50": 0.7, "ref_map50": math.nan}, {}),
+    ({"map50_ratio": 0.9}, {}, {"agreement_map50": 0.9}),  # without labels: against onnxruntime's 1.0
+    ({"max_map50_drop": 0.05}, {}, {"agreement_map50": 0.95}),
+    ({"max_map50_drop": 0.05, "min_agreement_map50": 0.97}, {}, {"agreement_map50": 0.97}),
+    ({"map50_ratio": 0.9, "min_agreement_map50": 0.5}, {}, {"agreement_map50": 0.9}),
+    ({"min_agreement_map50": 0.0}, {}, {"agreement_map50": 0.0}),
+])
+def test_map_thresholds_are_the_line_each_gate_draws_and_the_strictest_of_several(gates, figures, lines):
+    metrics = DetectionMetrics("heads", [], **figures)
+    assert map_thresholds(YoloV5Check(**gates), metrics) == pytest.approx(lines)
+
+
+def test_a_broken_head_shows_in_counts_slices_maps_and_the_pictures_of_the_worst_images(fixture_yolo_outputs,
+                                                                                        tmp_path):
+    """The fixture model with its stride-16 head's class scores lost: the objects that head finds are gone."""
+    paths, outputs, ground_truth, class_names = fixture_yolo_outputs
+    setup = yolo_setup(paths, layout="heads", input_hw=(160, 160), ground_truth=ground_truth, num_classes=4,
+                       class_names=class_names, overlays=2)
+    reference_detections = detect(setup, outputs)
+    broken = [[head.copy() for head in sample] for sample in outputs]
+    for sample in broken:
+        sample[1].reshape(3, 9, 10, 10)[:, 5:] = 0
+    toolkit = [[head[0] for head in sample] for sample in broken]  # the toolkit dropped the size-1 batch axis
+    names = ["output0", "output1", "output2"]
+    metrics = run_detection_check(setup, names, outputs, reference_detections, toolkit, tmp_path / "overlays")
+    assert metrics.layout == "heads"
+    assert metrics.counts == [("val_000.jpg", 3, 4), ("val_002.jpg", 4, 4), ("val_003.jpg", 3, 4)]
+    assert metrics.slice_cosines["output1"]["classes"] != metrics.slice_cosines["output1"]["classes"]  # NaN
+    assert metrics.slice_cosines["output1"]["boxes"] == pytest.approx(1.0)
+    assert metrics.slice_cosines["output0"] == pytest.approx({"boxes": 1.0, "objectness": 1.0, "classes": 1.0})
+    assert metrics.ref_map50 > metrics.map50 > 0.5 and metrics.agreement_map50 < 0.9
+    assert metrics.overlays == [str(tmp_path / "overlays" / "00_val_000.png"),
+                                str(tmp_path / "overlays" / "01_val_003.png")]  # most missed first, then by name
+    for overlay in metrics.overlays:
+        with Image.open(overlay) as picture:
+            assert picture.format == "PNG"
+    assert 0 < metrics.seconds < 60
+    assert metrics.to_dict()["counts"] == metrics.counts and metrics.to_dict()["overlays"] == metrics.overlays
+
+
+def test_the_worst_images_are_drawn_most_differing_first_then_by_name(tmp_path, monkeypatch):
+    paths = grey_images(tmp_path, b=(30, 20), a=(30, 20), c=(30, 20), d=(30, 20))
+    drawn = []
+    monkeypatch.setattr("pytest_rknn.detection.check.draw_side_by_side",
+                        lambda image, reference, candidate, out, class_names: drawn.append(
+                            (image, reference, candidate, out, class_names)))
+    counts = [("b.png", 0, 1), ("a.png", 2, 1), ("c.png", 1, 1), ("d.png", 5, 2)]
+    reference = {name: np.full((n_ref, 6), k) for k, (name, _, n_ref) in enumerate(counts)}
+    detections = {name: np.full((n, 6), 10 + k) for k, (name, n, _) in enumerate(counts)}
+    setup = yolo_setup(paths, class_names=["x", "y"], overlays=3)
+    folder = tmp_path / "job" / "overlays"
+    assert _draw_worst(setup, reference, detections, counts, folder) == [
+        str(folder / "00_d.png"), str(folder / "01_a.png"), str(folder / "02_b.png")]
+    assert [(image, out) for image, _, _, out, _ in drawn] == [
+        (str(tmp_path / "d.png"), folder / "00_d.png"), (str(tmp_path / "a.png"), folder / "01_a.png"),
+        (str(tmp_path / "b.png"), folder / "02_b.png")]
+    for image, left, right, _, class_names in drawn:  # onnxruntime's on the left, RKNN's on the right
+        name = Path(image).name
+        assert left is reference[name] and right is detections[name] and class_names == ["x", "y"]
+    assert folder.is_dir()
+    assert _draw_worst(yolo_setup(paths, overlays=0), reference, detections, counts, tmp_path / "none") == []
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_labelled_failure_line_reads_both_maps_and_the_count_line_lists_five_images_at_most():
+    labelled = DetectionMetrics("heads", [], map50=0.5, ref_map50=0.6, agreement_map50=0.9)
+    assert detection_failures(YoloV5Check(max_map50_drop=0.05), labelled) == [
+        "yolov5: mAP@0.5 dropped by 0.1000 (0.6000 -> 0.5000) > max 0.05; mAP@0.5 0.5000 vs onnxruntime 0.6000 "
+        "(ground truth)"]
+    five = [(f"{i}.jpg", 0, 2) for i in range(5)]
+    assert detection_failures(YoloV5Check(count_tolerance=1), DetectionMetrics("heads", five, agreement_map50=1.0)) == [
+        "yolov5: detection counts differ by more than 1 on 5 of 5 images (RKNN vs onnxruntime: 0.jpg: 0 vs 2, 1.jpg: "
+        "0 vs 2, 2.jpg: 0 vs 2, 3.jpg: 0 vs 2, 4.jpg: 0 vs 2); agreement mAP@0.5 with onnxruntime 1.0000"]
+    six = five + [("5.jpg", 4, 2)]
+    [line] = detection_failures(YoloV5Check(count_tolerance=1), DetectionMetrics("heads", six, agreement_map50=1.0))
+    assert "4.jpg: 0 vs 2, and 1 more); " in line

@@ -67,7 +67,13 @@ def setup(spec: Spec, model, inputs, output_shapes) -> DetectionSetup:
     if len(model.inputs) != 1 or not images:
         raise SpecError(spec.path, field_name, "needs a model with one image input given as `images:`",
                         "write `inputs: {images: {images: 'val/*.jpg', letterbox: 640}}`")
-    source = images[0][1]
+    input_name, source = images[0]
+    names = [Path(path).name for path in inputs.image_paths]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # detections are kept per file name: one image would be judged in place of the other
+        raise SpecError(spec.path, f"inputs.{input_name}.images", f"the detection check tells images apart by file "
+                        f"name, and these names occur more than once: {', '.join(repeated)}",
+                        "give every image its own file name")
     try:
         layout = yolov5.detect_layout(output_shapes) if check.layout == "auto" else check.layout
     except ValueError as exc:
