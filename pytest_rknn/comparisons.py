@@ -135,7 +135,7 @@ class Comparisons:
             else:
                 result.warnings.append(why)
             return
-        deltas, failures = compare_metrics(result.metrics(), entry.get("metrics", {}), spec.baseline_gate.allowed(),
+        deltas, failures = compare_metrics(result.metrics(), entry["metrics"], spec.baseline_gate.allowed(),
                                            f"{BASELINE} {path}", "baseline_gate")
         failures = _with_cpu_layers(failures, result)
         result.comparisons.append({"against": BASELINE, "source": path, "deltas": deltas})
@@ -183,7 +183,7 @@ class Comparisons:
             entry, _ = self.baseline.lookup(result.spec, _spec_file(result), other, result.backend,
                                             file_sha256(spec_other.model_path), spec_other.metrics_config_hash())
             if entry is not None:
-                return entry.get("metrics", {}), BASELINE, None
+                return entry["metrics"], BASELINE, None  # lookup() finds entries with metrics only
         measured = measure(other)
         if not measured.metrics():
             return None, "this run", measured

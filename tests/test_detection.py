@@ -940,13 +940,14 @@ def test_setup_errors_name_the_spec_the_field_and_the_fix(tmp_path):
 def test_images_of_one_name_in_two_folders_are_refused_rather_than_one_judged_twice(tmp_path):
     """Detections are kept per file name: a.jpg in two folders would leave one of them unjudged (or judged as
     the other), with or without labels."""
-    twice = InputSet([], [], [], [], [str(VAL / "images" / "val_000.jpg"), str(tmp_path / "val_000.jpg"),
-                                      str(VAL / "images" / "val_002.jpg")])
+    twice = InputSet([], [], [], [], [str(VAL / "images" / "val_002.jpg"), str(tmp_path / "val_000.jpg"),
+                                      str(VAL / "images" / "val_000.jpg"), str(tmp_path / "val_002.jpg"),
+                                      str(VAL / "images" / "val_001.jpg")])
     for spec_ in (yolo_spec(tmp_path), yolo_spec(tmp_path, labels=str(VAL / "labels.json"))):
         with pytest.raises(SpecError) as raised:
             detection_setup(spec_, fake_model(), twice, SINGLE_SHAPES)
         assert raised.value.message == (f"{spec_.path}: inputs.in0.images: the detection check tells images apart by "
-                                        f"file name, and these names occur more than once: val_000.jpg (give every "
+                                        f"file name, and these names occur more than once: val_000.jpg, val_002.jpg (give every "
                                         f"image its own file name)")
 
 
