@@ -149,7 +149,7 @@ def parse_size(text: str) -> int:
         value = float(plain[:-1] if plain[-1:] in units else plain)
     except ValueError:
         raise ValueError(f"'{text}' is not a size (write e.g. 2G, 500M or a number of bytes)") from None
-    if not value > 0 or value == float("inf"):
+    if not value * scale >= 1 or value == float("inf"):  # under a byte is none (0.5 would be a cache of 0 bytes)
         raise ValueError(f"'{text}' is not a positive size (write e.g. 2G)")
     return int(value * scale)
 

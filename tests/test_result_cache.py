@@ -2,6 +2,8 @@
 end to end with the real toolkit (a warm rerun, a threshold, a calibration image, a corrupt entry,
 --rknn-no-cache, a board item of a hit)."""
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -9,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +20,14 @@ import pytest
 
 from conftest import EXAMPLES, FIXTURES, IMAGES, MODELS, UV_CACHE, write_spec
 
-from pytest_rknn import decoded_images, measurement
+from pytest_rknn import decoded_images, measurement, result_cache
 from pytest_rknn.errors import RknnWarning
 from pytest_rknn.onnx_model import model_info, read_model_info
-from pytest_rknn.result_cache import (DEFAULT_MAX_BYTES, HIT, MANIFEST, MISS, RKNN, USED, ResultCache, arrays_digest,
-                                      environment_of, environment_signature, inputs_digest, key_material, key_of,
-                                      parse_size)
+from pytest_rknn.result_cache import (DEFAULT_MAX_BYTES, FORMAT, HIT, MANIFEST, MISS, RKNN, STALE_TEMP_SECONDS, USED,
+                                      ResultCache, arrays_digest, environment_of, environment_signature, inputs_digest,
+                                      key_material, key_of, parse_size)
 from pytest_rknn.spec import _deep_merge, spec_from_dict
+from pytest_rknn.toolkit import worker
 
 ENVIRONMENT = ["3.11.2", ["numpy==1.26.4", "rknn-toolkit2==2.5.0"]]
 WORKER_SHA = "w" * 64
@@ -421,6 +425,365 @@ def test_an_off_cache_finds_and_stores_nothing(tmp_path):
     cache = ResultCache(None)
     assert not cache.enabled and cache.key_for("python", tmp_path) is None
     assert cache.load(None, tmp_path, "x.rknn") is None
+
+
+def stored_job(cache, key, folder, **run):
+    """A fake run in `folder` stored under `key`: its entry and its result."""
+    result = fake_run(folder, **run)
+    cache.store(key, folder, result)
+    return cache.entry(key), result
+
+
+def messages(caught):
+    return [str(w.message) for w in caught]
+
+
+def age(path, seconds, now=None):
+    """Set path's mtime `seconds` before `now` (default: the clock)."""
+    then = (time.time() if now is None else now) - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_a_hit_places_every_file_whole_in_the_job_folder_and_touches_last_used(tmp_path):
+    """The cache root and the job folder may not exist yet (the first store makes the root and its parents);
+    or the job folder exists already, as the runner writes job.json before the look-up. The manifest names
+    the key and the sha256 of every file, and a store that works says nothing."""
+    cache = ResultCache(tmp_path / "new" / "cache")
+    key = "ab" * 32
+    result = fake_run(tmp_path / "run")
+    del result["timings"]  # a result with no timings: the hit has the look-up's
+    (tmp_path / "run" / "result.json").write_text(json.dumps(result))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cache.store(key, tmp_path / "run", result)
+    entry = cache.entry(key)
+    assert entry == tmp_path / "new" / "cache" / "ab" / key
+    files = {name: sha256(tmp_path / "run" / name) for name in ("outputs.npz", "log.txt", "result.json")}
+    assert json.loads((entry / MANIFEST).read_text()) == {
+        "format": FORMAT, "key": key, "files": dict(files, **{RKNN: result["rknn_sha256"]})}
+    age(entry / USED, 100)
+    used = (entry / USED).stat().st_mtime
+
+    existing = make_job(tmp_path / "job")
+    (existing / "outputs.npz").write_bytes(b"left by an earlier run")
+    for job in (existing, tmp_path / "deep" / "er" / "job"):
+        before = time.monotonic()
+        hit = cache.load(key, job, "renamed.rknn")
+        after = time.monotonic()
+        assert hit == dict(result, rknn="renamed.rknn", timings={"cache": hit["timings"]["cache"]})
+        assert 0 <= hit["timings"]["cache"] <= after - before
+        worker.write_json_atomic(tmp_path / "as_the_worker_writes.json", hit)  # a hit's folder reads like a run's
+        assert (job / "result.json").read_bytes() == (tmp_path / "as_the_worker_writes.json").read_bytes()
+        assert (job / "renamed.rknn").read_bytes() == b"rknn bytes" and (job / "log.txt").read_text() == "toolkit noise\n"
+        assert (job / "outputs.npz").stat().st_ino == (entry / "outputs.npz").stat().st_ino  # linked, not copied
+        assert (entry / USED).stat().st_mtime > used
+    assert json.loads((existing / "job.json").read_text())["target"] == "rk3588"  # the job's own files stay
+
+
+def test_a_hit_copies_the_outputs_where_the_file_system_cannot_link(tmp_path, monkeypatch):
+    cache = ResultCache(tmp_path / "cache")
+    entry, _ = stored_job(cache, "ab" * 32, tmp_path / "run")
+
+    def cross_device(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    assert cache.load("ab" * 32, tmp_path / "job", "cnn.rknn") is not None
+    placed = tmp_path / "job" / "outputs.npz"
+    assert placed.read_bytes() == (entry / "outputs.npz").read_bytes()
+    assert placed.stat().st_ino != (entry / "outputs.npz").stat().st_ino
+
+
+def test_outputs_are_placed_only_when_asked_and_checked_when_they_are(tmp_path):
+    """load(outputs=False) checks and places everything but outputs.npz; load_outputs places it later, or
+    finds it damaged: then the entry is a miss and goes."""
+    cache = ResultCache(tmp_path / "cache")
+    key = "ab" * 32
+    entry, result = stored_job(cache, key, tmp_path / "run")
+    assert cache.load(key, tmp_path / "job", "cnn.rknn", outputs=False)["rknn_sha256"] == result["rknn_sha256"]
+    assert sorted(p.name for p in (tmp_path / "job").iterdir()) == ["cnn.rknn", "log.txt", "result.json"]
+    assert cache.load_outputs(key, tmp_path / "job") is True
+    assert (tmp_path / "job" / "outputs.npz").read_bytes() == (tmp_path / "run" / "outputs.npz").read_bytes()
+
+    (entry / "outputs.npz").write_bytes(b"torn")  # the outputs alone are damaged: not looked at without them
+    assert cache.load(key, tmp_path / "lazy", "cnn.rknn", outputs=False) is not None
+    assert not (tmp_path / "lazy" / "outputs.npz").exists()
+    with pytest.warns(RknnWarning) as caught:
+        assert cache.load_outputs(key, tmp_path / "lazy") is False
+    assert messages(caught) == [f"result cache: entry {entry} is unusable, so the job runs again: "
+                                f"outputs.npz does not match its sha256 in {MANIFEST}"]
+    assert not entry.exists() and not (tmp_path / "lazy" / "outputs.npz").exists()
+    assert cache.load_outputs(key, tmp_path / "lazy") is False  # gone: nothing to place
+    assert cache.load_outputs(None, tmp_path / "lazy") is False and not (tmp_path / "lazy" / "outputs.npz").exists()
+
+    entry, _ = stored_job(cache, key, tmp_path / "again")
+    (entry / RKNN).write_bytes(b"other bytes")  # what is placed is still checked
+    with pytest.warns(RknnWarning, match="model.rknn does not match its sha256"):
+        assert cache.load(key, tmp_path / "other", "cnn.rknn", outputs=False) is None
+    assert not entry.exists()
+
+
+def test_a_damaged_entry_says_what_is_wrong_and_the_warning_points_at_the_caller(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+
+    def rewrite_manifest(entry, change):
+        manifest = json.loads((entry / MANIFEST).read_text())
+        change(manifest)
+        (entry / MANIFEST).write_text(json.dumps(manifest))
+
+    def extra_file(manifest):
+        (entry / "extra.bin").write_bytes(b"x")
+        manifest["files"]["extra.bin"] = hashlib.sha256(b"x").hexdigest()
+
+    damages = {
+        "format 0, not 1": lambda entry: rewrite_manifest(entry, lambda m: m.update(format=0)),
+        f"{MANIFEST} does not list log.txt": lambda entry: rewrite_manifest(entry, lambda m: m["files"].pop("log.txt")),
+        f"model.rknn does not match its sha256 in {MANIFEST}": lambda entry: (entry / RKNN).write_bytes(b"other"),
+        f"{MANIFEST} lists ['extra.bin', 'log.txt', 'model.rknn', 'outputs.npz', 'result.json']":
+            lambda entry: rewrite_manifest(entry, extra_file),
+    }
+    for reason, damage in damages.items():
+        entry, _ = stored_job(cache, "ab" * 32, tmp_path / "run")
+        damage(entry)
+        with pytest.warns(RknnWarning) as caught:
+            assert cache.load("ab" * 32, tmp_path / "job", "cnn.rknn") is None
+        assert messages(caught) == [f"result cache: entry {entry} is unusable, so the job runs again: {reason}"]
+        assert caught[0].filename != result_cache.__file__  # where the cache was used, not the cache's own code
+        assert not entry.exists() and entries(tmp_path / "cache") == []
+
+
+def test_a_hit_that_cannot_be_placed_runs_again_and_keeps_the_entry(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    entry, _ = stored_job(cache, "ab" * 32, tmp_path / "run")
+    job = tmp_path / "job"
+    job.write_text("a file where the job folder should be")
+    with pytest.warns(RknnWarning) as caught:
+        assert cache.load("ab" * 32, job, "cnn.rknn") is None
+    assert messages(caught) == [f"result cache: cannot copy entry {entry} into {job}, so the job runs again: "
+                                f"[Errno 17] File exists: '{job}'"]
+    assert entries(tmp_path / "cache") == [entry]  # nothing wrong with the entry
+
+
+def test_the_workers_code_is_part_of_a_jobs_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(result_cache, "environment_of", lambda python: ENVIRONMENT)  # not a venv: asked, here stubbed
+    job = make_job(tmp_path / "job")
+    assert ResultCache(tmp_path / "cache").key_for(str(tmp_path / "bin" / "python"), job) == \
+        key(job, worker=sha256(result_cache.WORKER))
+
+
+# The pictures of a detection check, in a subfolder of the job folder (two levels, two in one folder).
+PICTURES = ["overlays/yolo/a.png", "overlays/yolo/b.png"]
+
+
+def measured_job(folder):
+    for n, name in enumerate(PICTURES):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(bytes([n]) * 100)
+    return folder
+
+
+RECORD = {"format": 1, "metrics": {"cosine": [0.999, 0.5]}, "detection": {"map50": 0.75, "overlays": PICTURES}}
+
+
+def test_a_measurement_is_stored_with_its_pictures_and_read_back_whole(tmp_path):
+    cache = ResultCache(tmp_path / "new" / "cache")
+    key = "cd" * 32
+    job = measured_job(tmp_path / "job")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cache.store_measurement(key, RECORD, job, PICTURES)
+    entry = tmp_path / "new" / "cache" / "measurements" / "cd" / key
+    assert cache.measurement_entry(key) == entry and entry.is_dir()
+    assert sorted(p.name for p in (tmp_path / "new" / "cache").iterdir()) == ["measurements"]  # no temporary stays
+    assert json.loads((entry / MANIFEST).read_text()) == {
+        "format": FORMAT, "key": key,
+        "files": {"measurement.json": sha256(entry / "measurement.json"), **{p: sha256(job / p) for p in PICTURES}}}
+    age(entry / USED, 100)
+    used = (entry / USED).stat().st_mtime
+
+    other = tmp_path / "other"
+    other.mkdir()
+    assert cache.load_measurement(key, other) == RECORD
+    assert {p: (other / p).read_bytes() for p in PICTURES} == {p: (job / p).read_bytes() for p in PICTURES}
+    assert not (other / "measurement.json").exists()  # the record is returned, not placed
+    assert (entry / USED).stat().st_mtime > used
+    assert cache.load_measurement(key, other) == RECORD  # again, over the pictures placed before
+
+    assert cache.load_measurement("ef" * 32, other) is None and cache.load_measurement(None, other) is None
+    cache.store_measurement(None, RECORD, job, PICTURES)  # no key: nothing kept
+    assert [p.name for p in (tmp_path / "new" / "cache" / "measurements").iterdir()] == ["cd"]
+
+
+@pytest.mark.parametrize("damage", ["changed picture", "missing picture", "garbage manifest"])
+def test_a_damaged_measurement_is_a_miss_and_is_removed(tmp_path, damage):
+    cache = ResultCache(tmp_path / "cache")
+    cache.store_measurement("cd" * 32, RECORD, measured_job(tmp_path / "job"), PICTURES)
+    entry = cache.measurement_entry("cd" * 32)
+    reason = {"changed picture": f"{PICTURES[1]} does not match its sha256 in {MANIFEST}",
+              "missing picture": f"[Errno 2] No such file or directory: '{entry / PICTURES[1]}'",
+              "garbage manifest": "Expecting value: line 1 column 1 (char 0)"}[damage]
+    if damage == "changed picture":
+        (entry / PICTURES[1]).write_bytes(b"other pixels")
+    elif damage == "missing picture":
+        (entry / PICTURES[1]).unlink()
+    else:
+        (entry / MANIFEST).write_text("garbage")
+    with pytest.warns(RknnWarning) as caught:
+        assert cache.load_measurement("cd" * 32, tmp_path / "other") is None
+    assert messages(caught) == [f"result cache: measurement {entry} is unusable, so it is measured again: {reason}"]
+    assert not entry.exists() and not any((tmp_path / "cache" / "measurements" / "cd").iterdir())
+
+
+def test_a_measurement_that_cannot_be_stored_warns_and_leaves_nothing(tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    job = measured_job(tmp_path / "job")
+    with pytest.warns(RknnWarning) as caught:
+        cache.store_measurement("cd" * 32, RECORD, job, [*PICTURES, "overlays/gone.png"])
+    assert messages(caught) == [f"result cache: cannot store the measurement of {job} in {tmp_path / 'cache'}: "
+                                f"[Errno 2] No such file or directory: '{job / 'overlays' / 'gone.png'}'"]
+    assert not cache.measurement_entry("cd" * 32).exists() and not list((tmp_path / "cache").glob(".tmp-*"))
+
+
+def test_an_entry_being_written_is_a_temporary_folder_in_the_cache_root(tmp_path, monkeypatch):
+    """Written beside the entries (so the rename stays on one file system) and named .tmp-*, what evict
+    clears when a killed run leaves one; the measurement's record is written there too."""
+    root = tmp_path / "cache"
+    cache = ResultCache(root)
+    renames, rename = [], os.rename
+
+    def watched(source, target):
+        renames.append((Path(source), sorted(p.name for p in root.iterdir() if p.name.startswith("."))))
+        rename(source, target)
+
+    monkeypatch.setattr(os, "rename", watched)
+    stored_job(cache, "ab" * 32, tmp_path / "run")
+    cache.store_measurement("cd" * 32, RECORD, measured_job(tmp_path / "job"), PICTURES)
+    [(job_temp, _), (measurement_temp, hidden)] = renames
+    assert job_temp.parent == root and job_temp.name.startswith(".tmp-")
+    assert measurement_temp.parent == root and measurement_temp.name.startswith(".tmp-")
+    assert len([name for name in hidden if name.startswith(".tmp-")]) == 2  # the entry's and its record's
+
+
+def test_stale_temporary_folders_and_locks_go_and_fresh_or_held_ones_stay(tmp_path, monkeypatch):
+    """Older than STALE_TEMP_SECONDS: left by a killed run. Exactly that old, or held by a running job, it stays;
+    one that another run removes meanwhile is skipped."""
+    now = 1_700_000_000.0
+    monkeypatch.setattr(time, "time", lambda: now)
+    root = tmp_path / "cache"
+    cache = ResultCache(root)
+    for folder in ("ab", "measurements/ab", "images", "locks"):
+        (root / folder).mkdir(parents=True)
+    stale, kept = [], []
+    for name in (".tmp-old", "ab/.trash-old", "measurements/ab/.trash-old"):
+        (root / name).mkdir()
+        stale.append(root / name)
+    for name in (".tmp-edge", "ab/.trash-edge", ".tmp-new"):
+        (root / name).mkdir()
+        kept.append(root / name)
+    (root / ".tmp-gone").symlink_to(root / "removed meanwhile")
+    (root / "images" / ".tmp-old.npz").write_bytes(b"half")
+    stale.append(root / "images" / ".tmp-old.npz")
+    held = []
+    for n in range(3):
+        for name in (f"old{n}", f"edge{n}", f"held{n}"):
+            (root / "locks" / f"{name}.lock").write_text("")
+        stale.append(root / "locks" / f"old{n}.lock")
+        kept += [root / "locks" / f"edge{n}.lock", root / "locks" / f"held{n}.lock"]
+        held.append(open(root / "locks" / f"held{n}.lock"))
+        fcntl.flock(held[-1], fcntl.LOCK_EX)
+    for path in stale + kept:
+        age(path, STALE_TEMP_SECONDS + 1, now)
+    for path in (root / ".tmp-edge", root / "ab" / ".trash-edge", *(root / "locks").glob("edge*")):
+        age(path, STALE_TEMP_SECONDS, now)
+    age(root / ".tmp-new", 0, now)
+    try:
+        cache.evict()
+    finally:
+        for handle in held:
+            handle.close()
+    assert [p for p in stale if p.exists()] == [] and [p for p in kept if not p.exists()] == []
+
+
+def test_the_cache_holds_exactly_max_bytes_and_goes_least_recently_used_first(tmp_path):
+    """Sizes are the files' bytes; jobs and measurements go alike, oldest use first, and the entry just
+    stored stays when it alone fits."""
+    cache = ResultCache(tmp_path / "cache")
+    first, _ = stored_job(cache, "ab" * 32, tmp_path / "run1", payload=b"1" * 1000)
+    second, _ = stored_job(cache, "ab" + "cd" * 31, tmp_path / "run2", payload=b"2" * 1000)  # one folder, two keys
+    cache.store_measurement("ef" * 32, RECORD, measured_job(tmp_path / "job"), PICTURES)
+    measured = cache.measurement_entry("ef" * 32)
+    for n, entry in enumerate((measured, first, second)):
+        age(entry / USED, 100 - n)
+    sizes = {path: size for _, size, path in cache.entries()}
+    assert sizes == {entry: sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+                     for entry in (first, second, measured)}
+    cache.max_bytes = sum(sizes.values())
+    cache.evict()
+    assert {path for _, _, path in cache.entries()} == {first, second, measured}  # exactly full: all stay
+    cache.max_bytes -= 1
+    cache.evict()
+    assert {path for _, _, path in cache.entries()} == {first, second}  # the measurement was used least recently
+    cache.max_bytes = sizes[second] + sizes[first] - 1
+    cache.evict()
+    assert {path for _, _, path in cache.entries()} == {second}
+    cache.max_bytes = sizes[second]
+    third, _ = stored_job(cache, "12" * 32, tmp_path / "run3", payload=b"2" * 1000)  # as large as the second
+    assert {path for _, _, path in cache.entries()} == {third}
+
+
+def test_only_whole_entries_are_counted(tmp_path):
+    """Not an entry being removed (.trash-*), a folder removed while it is counted, a decoded image being
+    written (.tmp-*.npz) or one removed meanwhile."""
+    cache = ResultCache(tmp_path / "cache")
+    root = tmp_path / "cache"
+    whole = []
+    for prefix in ("ab", "cd"):
+        entry, _ = stored_job(cache, prefix * 32, tmp_path / f"run{prefix}")
+        shutil.copytree(entry, entry.parent / f".trash-{entry.name}-1-2")
+        (entry.parent / (prefix + "0" * 62)).mkdir()  # its last_used gone already
+        whole.append(entry)
+    cache.store_measurement("ef" * 32, RECORD, measured_job(tmp_path / "job"), PICTURES)
+    whole.append(cache.measurement_entry("ef" * 32))
+    (root / "images").mkdir()
+    for n in range(3):
+        (root / "images" / f"gone{n}.npz").symlink_to(root / "images" / "removed meanwhile")
+        (root / "images" / f"whole{n}.npz").write_bytes(b"x" * 10)
+        whole.append(root / "images" / f"whole{n}.npz")
+    (root / "images" / ".tmp-being-written.npz").write_bytes(b"half")
+    assert sorted(path for _, _, path in cache.entries()) == sorted(whole)
+
+
+def test_an_entry_that_another_run_removes_at_the_same_time_is_removed_without_error(tmp_path, monkeypatch):
+    cache = ResultCache(tmp_path / "cache")
+    entry, _ = stored_job(cache, "ab" * 32, tmp_path / "run")
+    images = tmp_path / "cache" / "images"
+    images.mkdir()
+    (images / "a.npz").write_bytes(b"x")
+    unlink = os.unlink
+
+    def raced(path, *, dir_fd=None):  # the other run got there first
+        unlink(path, dir_fd=dir_fd)
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+
+    monkeypatch.setattr(os, "unlink", raced)
+    cache.discard(entry)
+    cache.discard(images / "a.npz")
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*")) == ["ab", "images"]  # no trash left
+
+
+def test_sizes_take_units_in_any_case_and_decimals_and_refuse_what_is_not_at_least_a_byte():
+    assert [parse_size(text) for text in ("1", "0.5K", "64k", "64KB", " 3 MiB ", "1.5g", "1T", "2tib")] == \
+        [1, 512, 64 * 1024, 64 * 1024, 3 * 1024 ** 2, 3 * 1024 ** 3 // 2, 1024 ** 4, 2 * 1024 ** 4]
+    assert parse_size("0.001K") == 1  # a byte, just
+    for bad in ("0", "-1G", "0K", "0.5", "0.0009K", "inf", "-inf", "nan", "1e400"):  # under a byte: none
+        with pytest.raises(ValueError) as refused:
+            parse_size(bad)
+        assert str(refused.value) == f"'{bad}' is not a positive size (write e.g. 2G)"
+    for bad in ("lots", "", "G", "2 GB of it"):
+        with pytest.raises(ValueError) as refused:
+            parse_size(bad)
+        assert str(refused.value) == f"'{bad}' is not a size (write e.g. 2G, 500M or a number of bytes)"
 
 
 # ---------------------------------------------------------------- end to end, real toolkit
