@@ -214,9 +214,9 @@ def run(args: argparse.Namespace, names: list[str], work: Path) -> int:
     print(f"\nwall time {wall:.0f} s\n")
     print("\n".join(table(rows, equivalent)))
 
-    stale = [k for k in equivalent if any(found.get(k, "survived") != "survived" for found in statuses.values())]
+    stale = [k for k in equivalent if any(found.get(k) == "killed" for found in statuses.values())]
     if stale:
-        print(f"\nlisted as equivalent but not surviving now (stale list?): {', '.join(stale)}")
+        print(f"\nlisted as equivalent but killed now (stale list?): {', '.join(stale)}")
 
     if args.show_survivors:
         os.chdir(work)  # mutmut reads its config and mutants/ from the current folder
